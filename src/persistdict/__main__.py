@@ -1,0 +1,5 @@
+"""``python -m persistdict``: the command line."""
+
+from persistdict.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""The backend registry: built-ins by dotted path, third parties by entry point.
+
+Nothing is imported until a backend is asked for. Third-party packages add backends under the
+entry-point group ``persistdict.backends``; the group is read once, the first time a name,
+URL scheme or suffix is not a built-in. ``register_backend`` adds one at run time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from functools import cache
+from importlib.metadata import entry_points
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "available",
+    "backend_class",
+    "loaded_classes",
+    "register_backend",
+    "registry",
+]
+
+ENTRY_POINT_GROUP = "persistdict.backends"
+
+_BUILTIN: dict[str, str] = {
+    "json": "persistdict.backends.json_file:JsonFileBackend",
+    "csv": "persistdict.backends.csv_file:CsvFileBackend",
+    "pickle": "persistdict.backends.pickle_file:PickleFileBackend",
+    "sqlite": "persistdict.backends.sqlite:SqliteBackend",
+    "dbm": "persistdict.backends.dbm_file:DbmBackend",
+    "memory": "persistdict.backends.memory:MemoryBackend",
+}
+
+_loaded: dict[str, Any] = {}
+#: Backends loaded so far, by name; read-only.
+registry: Mapping[str, Any] = MappingProxyType(_loaded)
+
+
+def _import(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+@cache
+def _third_party() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> list[str]:
+    """Names of every backend that can be asked for, built-in and installed."""
+    return sorted(set(_BUILTIN) | set(_third_party()) | set(_loaded))
+
+
+def backend_class(name: str) -> Any:
+    """Return the backend class (or factory) called ``name``; ``ValueError`` if unknown."""
+    if name not in _loaded:
+        if name in _BUILTIN:
+            _loaded[name] = _import(_BUILTIN[name])
+        elif name in _third_party():
+            _loaded[name] = _third_party()[name].load()
+        else:
+            raise ValueError(f"unknown backend {name!r}; choose one of: {', '.join(available())}")
+    return _loaded[name]
+
+
+def loaded_classes(*, include_third_party: bool = False) -> list[Any]:
+    """Every built-in backend class (and, if asked, every installed one), for detection.
+
+    Importing a built-in backend module never imports its driver, so this stays cheap.
+    """
+    names = list(_BUILTIN)
+    if include_third_party:
+        names += [n for n in _third_party() if n not in names]
+    names += [n for n in _loaded if n not in names]
+    return [backend_class(n) for n in names]
+
+
+def register_backend(name: str, factory: Any, *, replace: bool = False) -> None:
+    """Make ``factory`` available as backend ``name``; refuse to shadow one unless ``replace``."""
+    if not replace and (name in _loaded or name in _BUILTIN or name in _third_party()):
+        raise ValueError(f"a backend named {name!r} exists already; pass replace=True to swap it")
+    _loaded[name] = factory

@@ -1,0 +1,236 @@
+"""The backend contract and the defaults every built-in backend inherits.
+
+A backend stores ``str`` keys. There are two kinds, declared by ``stores_objects``:
+
+* snapshot backends (json, csv, pickle files) keep the live Python objects in memory and
+  encode the whole file on ``flush()``; values given to ``set`` are objects;
+* per-key backends (sqlite, dbm, lmdb, redis, postgres, memory) store each value as the
+  ``str``/``bytes`` a serializer produced; ``PersistDict`` encodes and decodes.
+
+Only the methods of :class:`Backend` are required. :class:`BackendBase` adds correct but
+slow defaults for the rest, which a backend overrides where its storage can do better.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from persistdict.errors import ReadOnlyError
+
+__all__ = [
+    "Backend",
+    "BackendBase",
+    "adapt",
+    "check_table_name",
+    "fork_generation",
+]
+
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def check_table_name(table: object) -> str:
+    """Return ``table`` if it is a valid table name, else raise ``ValueError``/``TypeError``.
+
+    Names are spliced into SQL and Redis keys, so only identifier characters are allowed; the
+    check runs before any I/O.
+    """
+    if not isinstance(table, str):
+        raise TypeError(f"table name must be a str, not {type(table).__name__}")
+    if not _TABLE_NAME.match(table):
+        raise ValueError(
+            f"invalid table name {table!r}: use letters, digits and underscores, "
+            "not starting with a digit"
+        )
+    return table
+
+
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def fork_generation() -> int:
+    """A number that changes in a child process after ``os.fork()``.
+
+    Backends holding a connection compare it with the value they saw when connecting, which is
+    cheaper than calling ``os.getpid()`` on every operation.
+    """
+    return _fork_generation
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What ``PersistDict`` needs from storage. See the module docstring for the two kinds."""
+
+    stores_objects: bool
+    read_only: bool
+
+    def get(self, key: str) -> Any:
+        """Return the stored value; ``KeyError`` if missing."""
+
+    def set(self, key: str, value: Any) -> None: ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; ``KeyError`` if missing."""
+
+    def contains(self, key: str) -> bool: ...
+
+    def iter_keys(self) -> Iterator[str]:
+        """Yield every key once; must stream, never load all keys at once."""
+
+    def count(self) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None:
+        """Release everything; a second call does nothing."""
+
+
+class BackendBase:
+    """Defaults for the optional part of the contract.
+
+    Class attributes describe the backend to the registry and to ``open()``:
+    ``name``, the URL ``schemes`` and file ``suffixes`` it claims, and capabilities.
+    """
+
+    name: ClassVar[str] = "custom"
+    schemes: ClassVar[tuple[str, ...]] = ()
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    stores_objects: ClassVar[bool] = False
+    #: ``transaction()`` is atomic in storage; otherwise PersistDict keeps an undo journal.
+    native_transactions: ClassVar[bool] = False
+    #: Data outlives ``close()`` (false only for the memory backend).
+    persistent: ClassVar[bool] = True
+    #: The constructor takes the whole URL (network stores), not a file path.
+    takes_url: ClassVar[bool] = False
+
+    read_only: bool = False
+
+    @staticmethod
+    def sniff(head: bytes) -> bool:
+        """Whether the first bytes of an existing file belong to this backend."""
+        return False
+
+    # The optional methods. Each default is written only in terms of the required ones.
+
+    def iter_items(self) -> Iterator[tuple[str, Any]]:
+        for key in self.iter_keys():
+            try:
+                yield key, self.get(key)
+            except KeyError:  # deleted by someone else between the two calls
+                continue
+
+    def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        for key, value in items:
+            self.set(key, value)
+
+    def clear(self) -> None:
+        # Collect first: deleting while iterating is undefined on most stores.
+        for key in list(self.iter_keys()):
+            try:
+                self.delete(key)
+            except KeyError:
+                continue
+
+    def transaction(self) -> AbstractContextManager[None]:
+        raise NotImplementedError(f"the {self.name} backend has no native transactions")
+
+    def describe(self) -> str:
+        """A short label for ``repr``; must never contain a password."""
+        return self.name
+
+    def check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyError(
+                f"{self.describe()} was opened read-only (flag='r'); "
+                "open it with flag='w' or 'c' to change it"
+            )
+
+    # Abstract part, for type checkers and subclass authors.
+
+    def get(self, key: str) -> Any:
+        raise NotImplementedError
+
+    def set(self, key: str, value: Any) -> None:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def contains(self, key: str) -> bool:
+        try:
+            self.get(key)
+        except KeyError:
+            return False
+        return True
+
+    def iter_keys(self) -> Iterator[str]:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        return sum(1 for _ in self.iter_keys())
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Adapted(BackendBase):
+    """Wraps an object that has only the :class:`Backend` methods."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.stores_objects = bool(getattr(inner, "stores_objects", False))  # type: ignore[misc]
+        self.name = type(inner).__name__  # type: ignore[misc]
+        self.read_only = bool(getattr(inner, "read_only", False))
+
+    def get(self, key: str) -> Any:
+        return self._inner.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.check_writable()
+        self._inner.set(key, value)
+
+    def delete(self, key: str) -> None:
+        self.check_writable()
+        self._inner.delete(key)
+
+    def contains(self, key: str) -> bool:
+        return bool(self._inner.contains(key))
+
+    def iter_keys(self) -> Iterator[str]:
+        return iter(self._inner.iter_keys())
+
+    def count(self) -> int:
+        return int(self._inner.count())
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def adapt(backend: Any) -> BackendBase:
+    """Return ``backend`` as a :class:`BackendBase`, wrapping a bare :class:`Backend`."""
+    if isinstance(backend, BackendBase):
+        return backend
+    if isinstance(backend, Backend):
+        return _Adapted(backend)
+    raise TypeError(
+        f"{type(backend).__name__} is not a persistdict backend: it needs the methods "
+        "get, set, delete, contains, iter_keys, count, flush and close"
+    )

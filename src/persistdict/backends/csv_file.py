@@ -1,0 +1,71 @@
+"""The CSV snapshot backend: ``key,value`` rows of strings, for spreadsheets."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, ClassVar
+
+from persistdict.backends.snapshot import SnapshotBackend
+
+__all__ = ["CsvFileBackend"]
+
+HEADER = ["key", "value"]
+
+
+class CsvFileBackend(SnapshotBackend):
+    """A dict of ``str`` values saved as a two-column CSV file (Excel dialect, UTF-8).
+
+    Files we write start with a ``key,value`` header row; files without one read the same.
+    A key that appears twice is reported as corruption rather than silently dropping a row.
+    """
+
+    name: ClassVar[str] = "csv"
+    format_name: ClassVar[str] = "CSV"
+    suffixes: ClassVar[tuple[str, ...]] = (".csv",)
+
+    def encode(self, data: dict[str, Any]) -> bytes:
+        out = io.StringIO(newline="")
+        writer = csv.writer(out)
+        writer.writerow(HEADER)
+        writer.writerows(data.items())
+        return out.getvalue().encode("utf-8")
+
+    def decode(self, raw: bytes) -> dict[str, Any]:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 text at byte {exc.start}") from exc
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        data: dict[str, str] = {}
+        first_line: dict[str, int] = {}
+        try:
+            for row in reader:
+                line = reader.line_num
+                if line == 1 and row == HEADER:
+                    continue
+                if not row:
+                    continue
+                if len(row) != 2:
+                    raise ValueError(f"line {line} has {len(row)} fields, expected 2 (key,value)")
+                key, value = row
+                if key in data:
+                    raise ValueError(f"key {key!r} appears on line {first_line[key]} and {line}")
+                data[key] = value
+                first_line[key] = line
+        except csv.Error as exc:
+            raise ValueError(f"line {reader.line_num}: {exc}") from exc
+        return data
+
+    def check_value(self, key: str, value: Any) -> None:
+        if not isinstance(value, str):
+            raise TypeError(
+                f"the csv backend stores str values only; key {key!r} got "
+                f"{type(value).__name__}. Convert it with str() or use the json backend"
+            )
+        limit = csv.field_size_limit()
+        if len(value) > limit:
+            raise ValueError(
+                f"value for key {key!r} is {len(value)} characters; the csv module reads "
+                f"fields of at most {limit}. Use the json or sqlite backend for large values"
+            )

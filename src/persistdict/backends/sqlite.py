@@ -1,0 +1,385 @@
+"""The SQLite backend, the embedded default: one table per dict, many dicts per file.
+
+Durability: the database runs in WAL mode. With ``commit_every=0`` (default) every write is
+committed before the call returns; with ``commit_every=N`` at most N writes are pending and
+``flush()``/``close()`` commit them. ``synchronous="NORMAL"`` (default) survives a killed
+process, and an OS crash loses at most the last commits; ``synchronous="FULL"`` fsyncs the WAL
+on every commit and survives power loss.
+
+Concurrency: any number of processes may read and write one file. Writes that read first
+(``transaction()``, ``update()``, ``pop``...) take the write lock up front with ``BEGIN
+IMMEDIATE``, so two writers never deadlock upgrading a read lock; waits are absorbed by
+SQLite's busy timeout (``timeout=``), past which :class:`~persistdict.LockedError` is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from persistdict.backends.base import BackendBase, check_table_name, fork_generation
+from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
+
+__all__ = ["SqliteBackend"]
+
+DEFAULT_TIMEOUT = 10.0
+_PAGE = 1000
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# Connections inherited across fork are kept referenced, never closed in the child: closing
+# one there could touch the parent's WAL index and locks.
+_abandoned: list[sqlite3.Connection] = []
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+class SqliteBackend(BackendBase):
+    """A dict stored in table ``table`` of the SQLite file ``path``.
+
+    Args:
+        path: the database file; created if missing (flags ``c``/``n``).
+        table: the table name, ``[A-Za-z_][A-Za-z0-9_]*``; several dicts share one file.
+        commit_every: 0 commits each write; N > 0 commits after every N writes.
+        flag: ``r``, ``w``, ``c`` or ``n`` as in :func:`dbm.open`; ``n`` empties only ``table``.
+        mode: permission bits for a file this call creates (less the umask).
+        timeout: seconds to wait for another process's write lock.
+        synchronous: SQLite's ``PRAGMA synchronous``: ``"NORMAL"`` or ``"FULL"``.
+    """
+
+    name: ClassVar[str] = "sqlite"
+    schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
+    suffixes: ClassVar[tuple[str, ...]] = (".db", ".sqlite", ".sqlite3")
+    native_transactions: ClassVar[bool] = True
+
+    @staticmethod
+    def sniff(head: bytes) -> bool:
+        return head.startswith(b"SQLite format 3\x00")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        table: str = "items",
+        commit_every: int = 0,
+        *,
+        flag: str = "c",
+        mode: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        self.table = check_table_name(table)
+        if not isinstance(commit_every, int) or commit_every < 0:
+            raise ValueError(f"commit_every must be an int >= 0, not {commit_every!r}")
+        sync = str(synchronous).upper()
+        if sync not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
+        if flag not in ("r", "w", "c", "n"):
+            raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+        self.path = os.fspath(path)
+        self.flag = flag
+        self.read_only = flag == "r"
+        self.commit_every = commit_every
+        self.synchronous = sync
+        self.timeout = timeout
+        self._mode = mode
+        self._pending = 0  # writes since the last commit when commit_every > 0
+        self._depth = 0  # nesting of transaction()
+        self._count: int | None = None
+        self._count_version = -1
+        self._table_exists = True
+        q = '"' + self.table + '"'
+        self._sql_get = f"SELECT value FROM {q} WHERE key = ?"
+        self._sql_has = f"SELECT 1 FROM {q} WHERE key = ?"
+        self._sql_set = (
+            f"INSERT INTO {q} (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        self._sql_del = f"DELETE FROM {q} WHERE key = ?"
+        self._sql_count = f"SELECT count(*) FROM {q}"
+        self._sql_clear = f"DELETE FROM {q}"
+        self._sql_keys_first = f"SELECT key FROM {q} ORDER BY key LIMIT {_PAGE}"
+        self._sql_keys_next = f"SELECT key FROM {q} WHERE key > ? ORDER BY key LIMIT {_PAGE}"
+        self._sql_items_first = f"SELECT key, value FROM {q} ORDER BY key LIMIT {_PAGE}"
+        self._sql_items_next = (
+            f"SELECT key, value FROM {q} WHERE key > ? ORDER BY key LIMIT {_PAGE}"
+        )
+        self._cx: sqlite3.Connection | None = None
+        self._connect(initial=True)
+
+    # Connection management.
+
+    def _connect(self, *, initial: bool = False) -> sqlite3.Connection:
+        exists = os.path.exists(self.path)
+        if not exists and self.flag in ("r", "w"):
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"no such file: {self.path!r}; open it with flag='c' to create it",
+                self.path,
+            )
+        if not exists and self._mode is not None:
+            # sqlite3 creates files as 0644; create it ourselves to honour mode (an empty file
+            # is a valid empty database).
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode))
+        try:
+            if self.read_only:
+                uri = "file:" + os.path.abspath(self.path).replace("?", "%3f").replace("#", "%23")
+                cx = sqlite3.connect(
+                    uri + "?mode=ro",
+                    uri=True,
+                    timeout=self.timeout,
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
+            else:
+                cx = sqlite3.connect(
+                    self.path, timeout=self.timeout, check_same_thread=False, isolation_level=None
+                )
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        try:
+            if not self.read_only:
+                mode = cx.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":  # pragma: no cover - e.g. a network filesystem
+                    raise CorruptError(f"{self.path!r}: can't switch to WAL mode (got {mode})")
+            cx.execute(f"PRAGMA synchronous={self.synchronous}")
+            if self.read_only:
+                found = cx.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (self.table,)
+                ).fetchone()
+                self._table_exists = found is not None
+            else:
+                cx.execute(
+                    f'CREATE TABLE IF NOT EXISTS "{self.table}" '
+                    "(key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID"
+                )
+                if initial and self.flag == "n":
+                    cx.execute(self._sql_clear)
+        except sqlite3.Error as exc:
+            cx.close()
+            raise self._translate(exc) from exc
+        except BaseException:
+            cx.close()
+            raise
+        self._cx = cx
+        self._generation = fork_generation()
+        return cx
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        cx = self._cx
+        if cx is None:
+            raise ClosedError(f"{self.describe()} is closed; open it again with persistdict.open()")
+        if self._generation != fork_generation():
+            # After fork the child must not use the parent's connection (SQLite's rule);
+            # pending uncommitted writes belong to the parent and are not replayed here.
+            _abandoned.append(cx)
+            self._cx = None
+            self._pending = 0
+            self._depth = 0
+            return self._connect()
+        return cx
+
+    def _translate(self, exc: sqlite3.Error) -> Exception:
+        text = str(exc)
+        if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc):
+            return LockedError(
+                f"{self.path!r} stayed locked by another connection for {self.timeout:g}s "
+                f"({text}); retry, or pass a longer timeout="
+            )
+        if "readonly" in text or "read-only" in text:
+            return ReadOnlyError(f"{self.path!r} can't be written: {text}")
+        if isinstance(exc, sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text or "corrupt" in text
+        ):
+            return CorruptError(
+                f"{self.path!r} is not a usable SQLite database ({text}); it was left "
+                "untouched. Restore a backup or check the path"
+            )
+        if "unable to open" in text:
+            return OSError(errno.EIO, f"can't open {self.path!r}: {text}", self.path)
+        return exc
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            translated = self._translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    # Writes and batching.
+
+    def _begin(self, cx: sqlite3.Connection) -> None:
+        # IMMEDIATE: take the write lock now, so a read-then-write never has to upgrade.
+        cx.execute("BEGIN IMMEDIATE")
+
+    def _write(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        self.check_writable()
+        cx = self._conn
+        with self._errors():
+            if self._depth or self.commit_every == 0:
+                return cx.execute(sql, params)
+            if not cx.in_transaction:
+                self._begin(cx)
+            cur = cx.execute(sql, params)
+            self._pending += 1
+            if self._pending >= self.commit_every:
+                cx.execute("COMMIT")
+                self._pending = 0
+            return cur
+
+    def get(self, key: str) -> Any:
+        if not self._table_exists:
+            raise KeyError(key)
+        with self._errors():
+            row = self._conn.execute(self._sql_get, (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return row[0]
+
+    def contains(self, key: str) -> bool:
+        if not self._table_exists:
+            return False
+        with self._errors():
+            return self._conn.execute(self._sql_has, (key,)).fetchone() is not None
+
+    def set(self, key: str, value: Any) -> None:
+        self._write(self._sql_set, (key, value))
+        self._count = None
+
+    def delete(self, key: str) -> None:
+        if self._write(self._sql_del, (key,)).rowcount == 0:
+            raise KeyError(key)
+        if self._count is not None:
+            self._count -= 1
+
+    def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        self.check_writable()
+        cx = self._conn
+        with self._errors():
+            if self._depth:
+                cx.executemany(self._sql_set, items)
+            else:
+                if cx.in_transaction:  # a commit_every batch: keep it to its N writes
+                    cx.execute("COMMIT")
+                    self._pending = 0
+                self._begin(cx)
+                try:
+                    cx.executemany(self._sql_set, items)
+                except BaseException:
+                    cx.execute("ROLLBACK")
+                    raise
+                cx.execute("COMMIT")
+        self._count = None
+
+    def clear(self) -> None:
+        self._write(self._sql_clear)
+        self._count = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.check_writable()
+        cx = self._conn
+        with self._errors():
+            if self._depth == 0:
+                if cx.in_transaction:  # a commit_every batch is open: it commits first
+                    cx.execute("COMMIT")
+                    self._pending = 0
+                self._begin(cx)
+            else:
+                cx.execute(f"SAVEPOINT pd_{self._depth}")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            self._count = None
+            with self._errors():
+                if self._depth == 0:
+                    cx.execute("ROLLBACK")
+                else:
+                    cx.execute(f"ROLLBACK TO pd_{self._depth}")
+                    cx.execute(f"RELEASE pd_{self._depth}")
+            raise
+        self._depth -= 1
+        with self._errors():
+            cx.execute("COMMIT" if self._depth == 0 else f"RELEASE pd_{self._depth}")
+
+    # Reads that stream.
+
+    def _pages(self, first: str, following: str) -> Iterator[list[Any]]:
+        # Keyset pages rather than one open cursor: no read transaction stays open while the
+        # caller works between steps (which would stall WAL checkpoints), memory stays flat,
+        # and writes during the loop are allowed. Each key present throughout is seen once.
+        if not self._table_exists:
+            return
+        with self._errors():
+            rows = self._conn.execute(first).fetchall()
+        while rows:
+            yield rows
+            if len(rows) < _PAGE:
+                return
+            with self._errors():
+                rows = self._conn.execute(following, (rows[-1][0],)).fetchall()
+
+    def iter_keys(self) -> Iterator[str]:
+        for rows in self._pages(self._sql_keys_first, self._sql_keys_next):
+            for (key,) in rows:
+                yield key
+
+    def iter_items(self) -> Iterator[tuple[str, Any]]:
+        for rows in self._pages(self._sql_items_first, self._sql_items_next):
+            yield from rows
+
+    def count(self) -> int:
+        if not self._table_exists:
+            return 0
+        cx = self._conn
+        with self._errors():
+            # data_version changes only when another connection commits, so a cached count
+            # stays right until then (our own writes adjust or drop it). len() on a large
+            # table therefore scans once, not on every call.
+            version = cx.execute("PRAGMA data_version").fetchone()[0]
+            if self._count is None or version != self._count_version:
+                self._count = cx.execute(self._sql_count).fetchone()[0]
+                self._count_version = version
+        return self._count
+
+    # Lifecycle.
+
+    def flush(self) -> None:
+        cx = self._cx
+        if cx is None or self._depth:
+            return
+        with self._errors():
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
+        self._pending = 0
+
+    def close(self) -> None:
+        cx = self._cx
+        if cx is None:
+            return
+        if self._generation != fork_generation():
+            _abandoned.append(cx)
+            self._cx = None
+            return
+        if cx.in_transaction:
+            # If this commit fails the dict stays open, so pending writes can be retried.
+            with self._errors():
+                cx.execute("COMMIT")
+        self._cx = None
+        cx.close()
+
+    def describe(self) -> str:
+        ro = " read-only" if self.read_only else ""
+        return f"sqlite {self.path!r} table {self.table!r}{ro}"

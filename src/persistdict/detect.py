@@ -1,0 +1,80 @@
+"""Which backend serves a target: URL scheme, then file suffix, then the file's first bytes.
+
+Pickle is never chosen here: loading it runs code, so it must be asked for by name.
+"""
+
+from __future__ import annotations
+
+import dbm
+import os
+
+from persistdict.backends import available, loaded_classes
+from persistdict.urls import split_scheme
+
+__all__ = ["detect_backend", "sniff_file"]
+
+_HEAD = 64
+
+
+def _claims(attr: str, value: str, *, third_party: bool) -> str | None:
+    for cls in loaded_classes(include_third_party=third_party):
+        if value in getattr(cls, attr, ()):
+            name: str = cls.name
+            return name
+    return None
+
+
+def sniff_file(path: str) -> str | None:
+    """Name the backend whose format the existing file at ``path`` has, or ``None``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEAD)
+    except (IsADirectoryError, FileNotFoundError, PermissionError):
+        head = b""
+    for cls in loaded_classes():
+        if cls.name != "pickle" and getattr(cls, "sniff", None) and cls.sniff(head):
+            found: str = cls.name
+            return found
+    if dbm.whichdb(path):
+        return "dbm"
+    return None
+
+
+def detect_backend(target: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """Return the backend name for ``target``; ``ValueError`` listing the choices if unknown."""
+    if fmt is not None:
+        if fmt not in ("json", "csv", "pickle"):
+            raise ValueError(f"format must be 'json', 'csv' or 'pickle', not {fmt!r}")
+        return fmt
+    text = os.fspath(target)
+    scheme, _ = split_scheme(text) if isinstance(text, str) else (None, text)
+    if scheme is not None:
+        name = _claims("schemes", scheme, third_party=False) or _claims(
+            "schemes", scheme, third_party=True
+        )
+        if name is None:
+            raise ValueError(
+                f"no backend handles URLs starting {scheme}://; choose backend= one of: "
+                f"{', '.join(available())}"
+            )
+        return name
+    suffix = os.path.splitext(text)[1].lower()
+    if suffix:
+        name = _claims("suffixes", suffix, third_party=False) or _claims(
+            "suffixes", suffix, third_party=True
+        )
+        if name is not None:
+            return name
+    if os.path.exists(text) or dbm.whichdb(text):
+        name = sniff_file(text)
+        if name is not None:
+            return name
+        raise ValueError(
+            f"can't tell which backend stores {text!r}: its extension and its first bytes match "
+            f"none. Pass backend= one of: {', '.join(available())}, or format='json'|'csv'|'pickle'"
+        )
+    raise ValueError(
+        f"can't tell which backend to use for {text!r} from its extension. Use .json, .db, "
+        ".sqlite, .csv or .lmdb, a URL, or pass backend= one of: "
+        f"{', '.join(available())} (or format='json'|'csv'|'pickle')"
+    )

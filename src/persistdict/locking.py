@@ -1,0 +1,122 @@
+"""An inter-process write lock for snapshot files, with a bounded wait.
+
+The lock lives on a side file, ``.<name>.persistdict-lock``, not on the data file: every flush
+replaces the data file's inode, so a lock on it would protect nothing. The side file is left
+in place after use; the OS drops the lock itself when its holder dies, so a crash never leaves
+the folder in a state that blocks the next open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import weakref
+from pathlib import Path
+
+from persistdict.errors import LockedError
+
+__all__ = ["FileLock", "lock_path_for"]
+
+_held: weakref.WeakSet[FileLock] = weakref.WeakSet()
+
+
+def lock_path_for(path: str | os.PathLike[str]) -> Path:
+    target = Path(os.path.realpath(path))
+    return target.parent / f".{target.name}.persistdict-lock"
+
+
+def _try_lock(fd: int) -> bool:
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    # flock, not lockf: flock locks belong to the open file, so a second open of the same
+    # file in the same process is refused too, where a POSIX record lock would be granted.
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+class FileLock:
+    """An exclusive lock held by one writer of ``path`` at a time, across processes."""
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 10.0) -> None:
+        self.data_path = os.fspath(path)
+        self.path = lock_path_for(path)
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        try:
+            while not _try_lock(fd):
+                if time.monotonic() >= deadline:
+                    holder = self._holder_pid(fd)
+                    by = f" by process {holder}" if holder else ""
+                    raise LockedError(
+                        f"{self.data_path!r} is locked for writing{by}; waited {self.timeout:g}s."
+                        " Close the other writer, pass a longer timeout=, or open with flag='r'"
+                    )
+                time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+                delay = min(delay * 2, 0.1)
+        except BaseException:
+            os.close(fd)
+            raise
+        # Record who holds it, so a waiter's error can name the process.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0) if hasattr(os, "pwrite") else None
+        self._fd = fd
+        _held.add(self)
+
+    @staticmethod
+    def _holder_pid(fd: int) -> int | None:
+        try:
+            raw = os.pread(fd, 32, 0) if hasattr(os, "pread") else b""
+            return int(raw.decode().strip() or "0") or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            _held.discard(self)
+            os.close(fd)  # closing the last descriptor drops the lock
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close the inherited descriptor without unlocking the parent.
+
+        flock is shared by every descriptor of the open file; closing ours leaves the
+        parent's lock in force and stops this child from keeping it alive after the parent
+        closes its dict.
+        """
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _forget_all_after_fork() -> None:
+    for lock in list(_held):
+        lock.forget_after_fork()
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch
+    os.register_at_fork(after_in_child=_forget_all_after_fork)

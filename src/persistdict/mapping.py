@@ -1,0 +1,491 @@
+"""PersistDict: the ``MutableMapping`` that composes a backend with a serializer.
+
+Reads from per-key backends return fresh copies: ``d["a"]["b"] = 1`` changes only the copy,
+as with :mod:`shelve`, unless the dict was opened with ``writeback=True``, which caches what
+was read and writes back, on ``flush()``/``close()``, each cached value whose encoding changed.
+Snapshot backends hand out the live objects, so nested changes persist on the next flush.
+
+With ``lock=True`` (default) every operation holds a per-dict re-entrant lock, so one dict may
+be shared by threads; ``lock=False`` skips it for single-threaded code.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import os
+import sys
+import threading
+from collections.abc import (
+    ItemsView,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+from persistdict.backends.base import Backend, BackendBase, adapt
+from persistdict.errors import ClosedError
+from persistdict.serializers import Serializer, serializer_for
+
+__all__ = ["PersistDict"]
+
+_MISSING: Any = object()
+_CHUNK = 256  # keys fetched per lock hold while iterating
+
+
+def _bad_key(key: object) -> None:
+    raise TypeError(f"persistdict keys must be str, not {type(key).__name__} ({key!r:.80})")
+
+
+class _Values(ValuesView[Any]):
+    _mapping: PersistDict
+
+    def __iter__(self) -> Iterator[Any]:
+        for _, value in self._mapping._iter_items():
+            yield value
+
+
+class _Items(ItemsView[str, Any]):
+    _mapping: PersistDict
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return self._mapping._iter_items()
+
+
+class PersistDict(MutableMapping[str, Any]):
+    """A dict whose contents live in a backend. Usually made by :func:`persistdict.open`.
+
+    Args:
+        backend: any object with the :class:`~persistdict.Backend` methods.
+        serializer: encodes values for per-key backends; JSON by default. Snapshot backends
+            encode whole files themselves and refuse one.
+        lock: share the dict between threads safely (a re-entrant lock per dict).
+        writeback: cache values read from a per-key backend and write back changed ones on
+            ``flush()``/``close()``, like ``shelve``'s writeback.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        serializer: Serializer | str | None = None,
+        lock: bool = True,
+        writeback: bool | None = None,
+    ) -> None:
+        core = adapt(backend)
+        self._stores_objects = bool(core.stores_objects)
+        if self._stores_objects and serializer is not None:
+            raise ValueError(
+                f"the {core.name} backend encodes its whole file itself and takes no "
+                "serializer; a serializer applies to per-key backends such as sqlite"
+            )
+        self._serializer = serializer_for(serializer)
+        self._dumps = self._serializer.dumps
+        self._loads = self._serializer.loads
+        self._backend: BackendBase | None = core
+        self._label = core.describe()
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if lock else contextlib.nullcontext()
+        )
+        self._cache: dict[str, tuple[Any, Any]] | None = (
+            {} if writeback and not self._stores_objects else None
+        )
+        self._journals: list[dict[str, Any]] = []
+        _open_dicts[id(self)] = self
+
+    # Access to the backend.
+
+    @property
+    def backend(self) -> BackendBase:
+        """The storage backend; ``ClosedError`` once closed."""
+        backend = self._backend
+        if backend is None:
+            self._raise_closed()
+        return backend
+
+    def _raise_closed(self) -> NoReturn:
+        raise ClosedError(f"{self!r} is closed; open it again with persistdict.open()")
+
+    def _encode(self, key: str, value: Any) -> Any:
+        try:
+            return self._dumps(value)
+        except TypeError as exc:
+            raise TypeError(f"can't store the value for key {key!r}: {exc}") from exc
+        except Exception as exc:
+            raise ValueError(f"can't store the value for key {key!r}: {exc}") from exc
+
+    def _record(self, backend: BackendBase, key: str) -> None:
+        # Undo journal for backends without native transactions: the first write to a key
+        # inside transaction() remembers what to restore.
+        journal = self._journals[-1]
+        if key not in journal:
+            try:
+                journal[key] = backend.get(key)
+            except KeyError:
+                journal[key] = _MISSING
+
+    # The mapping protocol.
+
+    def __getitem__(self, key: str) -> Any:
+        if not isinstance(key, str):
+            _bad_key(key)
+        with self._lock:
+            backend = self._backend
+            if backend is None:
+                self._raise_closed()
+            cache = self._cache
+            if cache is not None and key in cache:
+                return cache[key][0]
+            raw = backend.get(key)
+        if self._stores_objects:
+            return raw
+        value = self._loads(raw)
+        if cache is not None:
+            with self._lock:
+                cache.setdefault(key, (value, raw))
+                return cache[key][0]
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            _bad_key(key)
+        raw = value if self._stores_objects else self._encode(key, value)
+        with self._lock:
+            backend = self._backend
+            if backend is None:
+                self._raise_closed()
+            if self._journals:
+                backend.check_writable()
+                self._record(backend, key)
+            backend.set(key, raw)
+            if self._cache is not None:
+                self._cache[key] = (value, raw)
+
+    def __delitem__(self, key: str) -> None:
+        if not isinstance(key, str):
+            _bad_key(key)
+        with self._lock:
+            backend = self.backend
+            if self._journals:
+                backend.check_writable()
+                self._record(backend, key)
+            backend.delete(key)
+            if self._cache is not None:
+                self._cache.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        # The mixin would fetch and decode the value just to answer yes or no.
+        if not isinstance(key, str):
+            return False
+        with self._lock:
+            if self._cache is not None and key in self._cache:
+                return True
+            return self.backend.contains(key)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self.backend.count()
+
+    def _locked_chunks(self, it: Iterator[Any]) -> Iterator[Any]:
+        # Take the lock once per chunk, not per item: another thread may use the dict between
+        # chunks, and the backend streams underneath.
+        lock = self._lock
+        while True:
+            with lock:
+                chunk = list(itertools.islice(it, _CHUNK))
+            if not chunk:
+                return
+            yield from chunk
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            it = self.backend.iter_keys()
+        return self._locked_chunks(it)
+
+    def _iter_items(self) -> Iterator[tuple[str, Any]]:
+        with self._lock:
+            it = self.backend.iter_items()
+        if self._stores_objects:
+            yield from self._locked_chunks(it)
+            return
+        loads, cache = self._loads, self._cache
+        for key, raw in self._locked_chunks(it):
+            if cache is not None and key in cache:
+                yield key, cache[key][0]
+            else:
+                yield key, loads(raw)
+
+    def keys(self) -> KeysView[str]:
+        return KeysView(self)
+
+    def values(self) -> ValuesView[Any]:
+        return _Values(self)
+
+    def items(self) -> ItemsView[str, Any]:
+        return _Items(self)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    # Read-modify-write operations run in one transaction, so they are atomic across
+    # processes on backends that can offer it.
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        if not isinstance(key, str):
+            _bad_key(key)
+        with self.transaction():
+            try:
+                value = self[key]
+            except KeyError:
+                if default is _MISSING:
+                    raise
+                return default
+            del self[key]
+            return value
+
+    def popitem(self) -> tuple[str, Any]:
+        with self.transaction():
+            try:
+                key = next(iter(self.backend.iter_keys()))
+            except StopIteration:
+                raise KeyError("popitem(): dictionary is empty") from None
+            value = self[key]
+            del self[key]
+            return key, value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if not isinstance(key, str):
+            _bad_key(key)
+        with self.transaction():
+            try:
+                return self[key]
+            except KeyError:
+                self[key] = default
+                return default
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        """Store many items as one batch: all of them or, on any error, none where the
+        backend has transactions. Every value is encoded before anything is written."""
+        pairs: list[tuple[str, Any]] = []
+        if isinstance(other, Mapping):
+            pairs.extend(other.items())
+        elif hasattr(other, "keys"):
+            pairs.extend((k, other[k]) for k in other.keys())  # noqa: SIM118 - keys-only objects
+        else:
+            for i, item in enumerate(other):
+                try:
+                    key, value = item
+                except (TypeError, ValueError):
+                    raise TypeError(
+                        f"update() element #{i} must be a (key, value) pair, not {item!r:.80}"
+                    ) from None
+                pairs.append((key, value))
+        pairs.extend(kwargs.items())
+        for key, _ in pairs:
+            if not isinstance(key, str):
+                _bad_key(key)
+        encoded = pairs if self._stores_objects else [(k, self._encode(k, v)) for k, v in pairs]
+        if not encoded:
+            with self._lock:
+                self.backend.check_writable()
+            return
+        with self._lock:
+            backend = self.backend
+            backend.check_writable()
+            if self._journals:
+                for key, _ in encoded:
+                    self._record(backend, key)
+            backend.set_many(encoded)
+            if self._cache is not None:
+                for (key, value), (_, raw) in zip(pairs, encoded, strict=True):
+                    self._cache[key] = (value, raw)
+
+    def clear(self) -> None:
+        with self._lock:
+            backend = self.backend
+            backend.check_writable()
+            if self._journals:
+                for key in backend.iter_keys():
+                    self._record(backend, key)
+            backend.clear()
+            if self._cache is not None:
+                self._cache.clear()
+
+    def __or__(self, other: Any) -> dict[str, Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        merged = dict(self.items())
+        merged.update(other)
+        return merged
+
+    def __ror__(self, other: Any) -> dict[str, Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        merged = dict(other)
+        merged.update(self.items())
+        return merged
+
+    def __ior__(self, other: Any) -> PersistDict:
+        self.update(other)
+        return self
+
+    # Transactions.
+
+    @contextmanager
+    def transaction(self) -> Iterator[PersistDict]:
+        """Group writes: on a normal exit all of them persist, on an exception none do.
+
+        Other threads using this dict wait until the block ends. On sqlite, lmdb, redis and
+        postgres the block is a storage transaction, so a read-modify-write inside it is
+        atomic across processes too. Blocks nest; an inner one rolls back alone.
+        """
+        with self._lock:
+            backend = self.backend
+            outermost = not self._journals and not getattr(self, "_tx_depth", 0)
+            if backend.native_transactions:
+                self._tx_depth = getattr(self, "_tx_depth", 0) + 1
+                try:
+                    with backend.transaction():
+                        yield self
+                        if outermost and self._cache is not None:
+                            self._write_back(backend)
+                except BaseException:
+                    if self._cache is not None:
+                        self._cache.clear()  # cached objects may hold rolled-back changes
+                    raise
+                finally:
+                    self._tx_depth -= 1
+                return
+            backend.check_writable()
+            self._journals.append({})
+            try:
+                yield self
+                if outermost and self._cache is not None:
+                    self._write_back(backend)
+            except BaseException:
+                journal = self._journals.pop()
+                self._undo(backend, journal)
+                if self._cache is not None:
+                    self._cache.clear()
+                raise
+            journal = self._journals.pop()
+            if self._journals:
+                for key, old in journal.items():
+                    self._journals[-1].setdefault(key, old)
+            else:
+                backend.flush()
+
+    @staticmethod
+    def _undo(backend: BackendBase, journal: dict[str, Any]) -> None:
+        for key, old in journal.items():
+            if old is _MISSING:
+                with contextlib.suppress(KeyError):
+                    backend.delete(key)
+            else:
+                backend.set(key, old)
+
+    # Lifecycle.
+
+    def _write_back(self, backend: BackendBase) -> None:
+        cache = self._cache
+        if not cache or backend.read_only:
+            if cache:
+                cache.clear()
+            return
+        changed = []
+        for key, (value, raw) in cache.items():
+            new = self._encode(key, value)
+            if new != raw:
+                changed.append((key, new))
+        if changed:
+            backend.set_many(changed)
+        cache.clear()
+
+    def flush(self) -> None:
+        """Write pending changes and make them durable.
+
+        Snapshot files are replaced atomically and only when their contents changed; if the
+        write fails (disk full), the old file and the in-memory data are both intact, so a
+        retry loses nothing. Per-key backends commit pending batches (``commit_every``) and,
+        with ``writeback=True``, write back cached values that changed.
+        """
+        with self._lock:
+            backend = self.backend
+            if self._cache is not None:
+                self._write_back(backend)
+            backend.flush()
+
+    sync = flush
+
+    def close(self) -> None:
+        """Flush and release the storage. A second call does nothing.
+
+        If the final flush fails the dict stays open, so the data can still be saved.
+        """
+        with self._lock:
+            backend = self._backend
+            if backend is None:
+                return
+            if self._cache is not None and backend.persistent:
+                self._write_back(backend)
+            backend.close()
+            self._backend = None
+            _open_dicts.pop(id(self), None)
+
+    @property
+    def closed(self) -> bool:
+        return self._backend is None
+
+    def __enter__(self) -> PersistDict:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = " (closed)" if self._backend is None else ""
+        return f"<PersistDict {self._label}{state}>"
+
+    def refresh(self) -> None:
+        """Reload a snapshot file opened read-only, to see what a writer flushed since."""
+        with self._lock:
+            refresh = getattr(self.backend, "refresh", None)
+            if refresh is None:
+                raise ValueError(f"{self._label} reads storage directly; it needs no refresh()")
+            refresh()
+
+
+# Dicts still open, closed (and so saved) at interpreter exit. Strong references on purpose:
+# a snapshot dict dropped without close() still gets its data written.
+_open_dicts: dict[int, PersistDict] = {}
+_owner_pid = os.getpid()
+
+
+def _close_all_at_exit() -> None:
+    if os.getpid() != _owner_pid:
+        return
+    for d in list(_open_dicts.values()):
+        try:
+            d.close()
+        except Exception as exc:
+            print(f"persistdict: could not save {d!r} at exit: {exc}", file=sys.stderr)
+
+
+def _forget_after_fork() -> None:
+    global _owner_pid
+    # The child inherits the parent's dicts; it must not save them at its own exit.
+    _open_dicts.clear()
+    _owner_pid = os.getpid()
+
+
+atexit.register(_close_all_at_exit)
+if hasattr(os, "register_at_fork"):  # pragma: no branch
+    os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,0 +1,109 @@
+"""``persistdict.open``: from a path or URL to a ready :class:`PersistDict`."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+from persistdict.backends import backend_class
+from persistdict.backends.base import check_table_name
+from persistdict.detect import detect_backend
+from persistdict.mapping import PersistDict
+from persistdict.serializers import Serializer, serializer_for
+from persistdict.urls import split_scheme, url_path
+
+__all__ = ["open"]
+
+_FLAGS = ("r", "w", "c", "n")
+
+
+def _accepted_options(factory: Any) -> set[str] | None:
+    """Keyword names ``factory`` takes; ``None`` if it takes any (``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def open(
+    target: str | os.PathLike[str],
+    flag: str = "c",
+    mode: int | None = None,
+    *,
+    backend: str = "auto",
+    format: str | None = None,
+    serializer: Serializer | str | None = None,
+    lock: bool = True,
+    table: str = "items",
+    commit_every: int = 0,
+    writeback: bool | None = None,
+    **backend_options: Any,
+) -> PersistDict:
+    """Open a persistent dict at ``target``, a path or a URL.
+
+    Args:
+        target: ``"state.json"``, ``"data.db"``, ``"sqlite:///data.db"``,
+            ``"redis://host:6379/0"``, ``"postgresql://user@host/db"``, ``"memory://"``...
+        flag: ``"r"`` read-only, must exist; ``"w"`` read-write, must exist; ``"c"``
+            read-write, created if missing; ``"n"`` read-write, always starts empty.
+        mode: permission bits for a file this call creates, less the umask (default 0o666).
+        backend: a backend name, or ``"auto"``: URL scheme, then extension (``.json``,
+            ``.db``/``.sqlite``/``.sqlite3``, ``.csv``, ``.lmdb``), then the content of an
+            existing file. Detection never picks pickle.
+        format: ``"json"``, ``"csv"`` or ``"pickle"`` for a file whose extension says nothing.
+        serializer: how per-key backends encode values (default JSON; ``"pickle"`` opts in).
+        lock: guard the dict with a lock so threads may share it.
+        table: the dict's table (sqlite, postgres) or hash (redis) name.
+        commit_every: sqlite: commit after every N writes instead of every write.
+        writeback: per-key backends: cache read values and save changed ones on flush/close.
+        **backend_options: passed to the backend, e.g. ``timeout=`` (seconds to wait for
+            another process's lock) or ``synchronous="FULL"`` for sqlite.
+
+    Raises:
+        FileNotFoundError: flag ``"r"``/``"w"`` and nothing at ``target``.
+        CorruptError: the file exists but can't be parsed; it is left untouched.
+        LockedError: another process holds the write lock past ``timeout``.
+        ValueError: unknown backend or extension, bad flag or table name.
+    """
+    if flag not in _FLAGS:
+        raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+    check_table_name(table)
+    if isinstance(target, bytes):
+        raise TypeError("target must be a str path, a PathLike or a URL, not bytes")
+    text = os.fspath(target)
+    chosen = detect_backend(text, format) if backend == "auto" else backend
+    factory = backend_class(chosen)
+    if getattr(factory, "stores_objects", False) and serializer is not None:
+        raise ValueError(
+            f"the {chosen} backend encodes its whole file itself and takes no serializer; "
+            "serializers apply to per-key backends such as sqlite"
+        )
+    codec = None if getattr(factory, "stores_objects", False) else serializer_for(serializer)
+
+    options: dict[str, Any] = {"flag": flag, "mode": mode, "table": table}
+    options["commit_every"] = commit_every
+    options.update(backend_options)
+    defaults = {"mode": None, "table": "items", "commit_every": 0}
+    accepted = _accepted_options(factory)
+    if accepted is not None:
+        for name in list(options):
+            if name in accepted:
+                continue
+            if name in defaults and options[name] == defaults[name]:
+                del options[name]  # a general option left at its default: nothing to refuse
+                continue
+            takes = ", ".join(sorted(accepted - {"self", "path", "location", "url"}))
+            raise TypeError(f"the {chosen} backend does not take {name}=; it takes: {takes}")
+
+    scheme, _ = split_scheme(text)
+    location = text if scheme is None or getattr(factory, "takes_url", False) else url_path(text)
+    store = factory(location, **options)
+    try:
+        return PersistDict(store, serializer=codec, lock=lock, writeback=writeback)
+    except BaseException:
+        store.close()
+        raise

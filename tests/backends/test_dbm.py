@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import persistdict
+from persistdict import PersistDict
+from persistdict.testing import MappingConformance
+
+
+class TestDbm(MappingConformance):
+    def open_dict(self, folder: Path, **options: Any) -> PersistDict:
+        return persistdict.open(folder / "shelf", backend="dbm", **options)
