@@ -1,0 +1,157 @@
+"""A hypothesis state machine that drives a backend against a plain ``dict`` model.
+
+Random sequences of every mapping operation, plus ``flush``, ``transaction`` (committed and
+failed) and close-and-reopen, run on the backend under test; after every step the dict must
+equal the model. Use :func:`machine_for` with a conformance class instance::
+
+    TestSqliteStateful = machine_for(TestSqlite()).TestCase
+
+hypothesis is imported here, so this module needs the ``test`` extra.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from persistdict.mapping import PersistDict
+from persistdict.testing.conformance import MappingConformance
+
+__all__ = ["json_values", "keys", "machine_for"]
+
+#: Keys: short, often colliding, any printable text (lone surrogates excluded: they can't be
+#: encoded as UTF-8, which the conformance suite checks separately).
+keys = st.one_of(
+    st.sampled_from(["a", "b", "c", "", "ключ", "k k"]),
+    st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=6),
+)
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=10),
+)
+#: Values that survive a JSON round trip unchanged (lists, str-keyed dicts, no tuples).
+json_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.text(max_size=4, alphabet="abcxyz"), inner, max_size=4),
+    ),
+    max_leaves=8,
+)
+_text_values = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=20)
+
+
+class _RollbackError(Exception):
+    """Raised inside a transaction to make it roll back."""
+
+
+def machine_for(suite: MappingConformance) -> type[RuleBasedStateMachine]:
+    """Build a state machine class for the backend that ``suite.open_dict`` opens."""
+    values = _text_values if suite.str_values_only else json_values
+
+    class DictMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.folder = Path(tempfile.mkdtemp(prefix="persistdict-stateful-"))
+            self.model: dict[str, Any] = {}
+            self.d: PersistDict = suite.open_dict(self.folder, flag="n")
+
+        @rule(key=keys, value=values)
+        def set(self, key: str, value: Any) -> None:
+            self.d[key] = value
+            self.model[key] = value
+
+        @rule(key=keys)
+        def get(self, key: str) -> None:
+            if key in self.model:
+                assert self.d[key] == self.model[key]
+            else:
+                assert self.d.get(key, "<missing>") == "<missing>"
+
+        @rule(key=keys)
+        def delete(self, key: str) -> None:
+            if key in self.model:
+                del self.d[key]
+                del self.model[key]
+            else:
+                try:
+                    del self.d[key]
+                except KeyError:
+                    pass
+                else:
+                    raise AssertionError(f"del of missing key {key!r} did not raise KeyError")
+
+        @rule(key=keys, value=values)
+        def setdefault(self, key: str, value: Any) -> None:
+            assert self.d.setdefault(key, value) == self.model.setdefault(key, value)
+
+        @rule(key=keys)
+        def pop(self, key: str) -> None:
+            assert self.d.pop(key, "<none>") == self.model.pop(key, "<none>")
+
+        @precondition(lambda self: bool(self.model))
+        @rule()
+        def popitem(self) -> None:
+            key, value = self.d.popitem()
+            assert self.model.pop(key) == value
+
+        @rule(items=st.dictionaries(keys, values, max_size=5))
+        def update(self, items: dict[str, Any]) -> None:
+            self.d.update(items)
+            self.model.update(items)
+
+        @rule()
+        def clear(self) -> None:
+            self.d.clear()
+            self.model.clear()
+
+        @rule()
+        def flush(self) -> None:
+            self.d.flush()
+
+        @rule(items=st.dictionaries(keys, values, max_size=3), drop=keys, fail=st.booleans())
+        def transaction(self, items: dict[str, Any], drop: str, fail: bool) -> None:
+            try:
+                with self.d.transaction():
+                    self.d.update(items)
+                    self.d.pop(drop, None)
+                    if fail:
+                        raise _RollbackError
+            except _RollbackError:
+                return
+            self.model.update(items)
+            self.model.pop(drop, None)
+
+        @precondition(lambda self: suite.persistent)
+        @rule(read_only=st.booleans())
+        def reopen(self, read_only: bool) -> None:
+            self.d.close()
+            self.d = suite.open_dict(self.folder, flag="r" if read_only else "w")
+            assert dict(self.d) == self.model
+            if read_only:
+                self.d.close()
+                self.d = suite.open_dict(self.folder, flag="w")
+
+        @invariant()
+        def matches_model(self) -> None:
+            assert len(self.d) == len(self.model)
+            assert dict(self.d) == self.model
+            assert sorted(self.d.keys()) == sorted(self.model)
+
+        def teardown(self) -> None:
+            try:
+                self.d.close()
+            finally:
+                shutil.rmtree(self.folder, ignore_errors=True)
+
+    DictMachine.__name__ = f"{type(suite).__name__}Machine"
+    return DictMachine

@@ -1,0 +1,38 @@
+"""Random operation sequences against a dict model, per backend (see persistdict.testing)."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+from persistdict.testing.stateful import machine_for
+from tests.backends import test_csv, test_dbm, test_json, test_memory, test_pickle, test_sqlite
+
+# PERSISTDICT_STATEFUL_EXAMPLES raises the number of sequences for a long run by hand.
+_SETTINGS = settings(
+    max_examples=int(os.environ.get("PERSISTDICT_STATEFUL_EXAMPLES", "40")),
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+# Modules, not classes, are imported: a class imported here would be collected twice.
+TestJsonStateful = machine_for(test_json.TestJson()).TestCase
+TestCsvStateful = machine_for(test_csv.TestCsv()).TestCase
+TestPickleStateful = machine_for(test_pickle.TestPickle()).TestCase
+TestSqliteStateful = machine_for(test_sqlite.TestSqlite()).TestCase
+TestSqliteBatchedStateful = machine_for(test_sqlite.TestSqliteBatched()).TestCase
+TestDbmStateful = machine_for(test_dbm.TestDbm()).TestCase
+TestMemoryStateful = machine_for(test_memory.TestMemory()).TestCase
+
+for _case in (
+    TestJsonStateful,
+    TestCsvStateful,
+    TestPickleStateful,
+    TestSqliteStateful,
+    TestSqliteBatchedStateful,
+    TestDbmStateful,
+    TestMemoryStateful,
+):
+    _case.settings = _SETTINGS
