@@ -63,6 +63,14 @@ class CsvFileBackend(SnapshotBackend):
                 f"the csv backend stores str values only; key {key!r} got "
                 f"{type(value).__name__}. Convert it with str() or use the json backend"
             )
+        for text in (key, value):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"can't store key {key!r} in a UTF-8 CSV file: {exc.reason} at "
+                    f"position {exc.start}"
+                ) from None
         limit = csv.field_size_limit()
         if len(value) > limit:
             raise ValueError(

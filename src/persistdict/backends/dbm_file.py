@@ -24,6 +24,11 @@ __all__ = ["DbmBackend"]
 DEFAULT_TIMEOUT = 10.0
 
 
+def _key_bytes(key: str) -> bytes:
+    # surrogatepass: a str key with a lone surrogate is still a valid dict key.
+    return key.encode("utf-8", "surrogatepass")
+
+
 class DbmBackend(BackendBase):
     """A dict stored in a stdlib ``dbm`` database at ``path``."""
 
@@ -77,7 +82,7 @@ class DbmBackend(BackendBase):
 
     def get(self, key: str) -> Any:
         try:
-            return self._live[key.encode("utf-8")]
+            return self._live[_key_bytes(key)]
         except KeyError:
             raise KeyError(key) from None
 
@@ -85,17 +90,17 @@ class DbmBackend(BackendBase):
         self.check_writable()
         if isinstance(value, str):
             value = value.encode("utf-8")
-        self._live[key.encode("utf-8")] = value
+        self._live[_key_bytes(key)] = value
 
     def delete(self, key: str) -> None:
         self.check_writable()
         try:
-            del self._live[key.encode("utf-8")]
+            del self._live[_key_bytes(key)]
         except KeyError:
             raise KeyError(key) from None
 
     def contains(self, key: str) -> bool:
-        return key.encode("utf-8") in self._live
+        return _key_bytes(key) in self._live
 
     def iter_keys(self) -> Iterator[str]:
         db = self._live
@@ -103,11 +108,11 @@ class DbmBackend(BackendBase):
             key = db.firstkey()
             while key is not None:
                 following = db.nextkey(key)
-                yield key.decode("utf-8")
+                yield key.decode("utf-8", "surrogatepass")
                 key = following
         else:
             for key in db.keys():  # noqa: SIM118 - dbm objects are not iterable everywhere
-                yield key.decode("utf-8")
+                yield key.decode("utf-8", "surrogatepass")
 
     def count(self) -> int:
         return len(self._live)

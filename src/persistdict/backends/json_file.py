@@ -23,6 +23,9 @@ class JsonFileBackend(SnapshotBackend):
     suffixes: ClassVar[tuple[str, ...]] = (".json",)
 
     _encoder = json.JSONEncoder(ensure_ascii=False)
+    # Lone surrogates ("\ud800") are valid in a Python str but not in UTF-8; such a file is
+    # written with \u escapes instead, which json.load reads back to the same str.
+    _ascii_encoder = json.JSONEncoder(ensure_ascii=True)
 
     @staticmethod
     def sniff(head: bytes) -> bool:
@@ -31,9 +34,16 @@ class JsonFileBackend(SnapshotBackend):
     def encode(self, data: dict[str, Any]) -> bytes:
         if not data:
             return b"{}\n"
-        enc = self._encoder.encode
+        try:
+            return self._text(data, self._encoder).encode()
+        except UnicodeEncodeError:
+            return self._text(data, self._ascii_encoder).encode()
+
+    @staticmethod
+    def _text(data: dict[str, Any], encoder: json.JSONEncoder) -> str:
+        enc = encoder.encode
         body = ",\n".join([f"  {enc(k)}: {enc(v)}" for k, v in data.items()])
-        return f"{{\n{body}\n}}\n".encode()
+        return f"{{\n{body}\n}}\n"
 
     def decode(self, raw: bytes) -> dict[str, Any]:
         try:

@@ -161,6 +161,8 @@ class SqliteBackend(BackendBase):
                 )
                 if initial and self.flag == "n":
                     cx.execute(self._sql_clear)
+            if self._table_exists:
+                self._check_schema(cx)
         except sqlite3.Error as exc:
             cx.close()
             raise self._translate(exc) from exc
@@ -170,6 +172,14 @@ class SqliteBackend(BackendBase):
         self._cx = cx
         self._generation = fork_generation()
         return cx
+
+    def _check_schema(self, cx: sqlite3.Connection) -> None:
+        columns = [row[1] for row in cx.execute(f'PRAGMA table_info("{self.table}")')]
+        if columns[:2] != ["key", "value"] or len(columns) != 2:
+            raise CorruptError(
+                f"{self.path!r} has a table {self.table!r} that persistdict did not create "
+                f"(columns: {', '.join(columns)}); it was left untouched. Pass table= another name"
+            )
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -241,7 +251,10 @@ class SqliteBackend(BackendBase):
         if not self._table_exists:
             raise KeyError(key)
         with self._errors():
-            row = self._conn.execute(self._sql_get, (key,)).fetchone()
+            try:
+                row = self._conn.execute(self._sql_get, (key,)).fetchone()
+            except UnicodeEncodeError:  # a key UTF-8 can't hold was never stored
+                row = None
         if row is None:
             raise KeyError(key)
         return row[0]
@@ -250,14 +263,21 @@ class SqliteBackend(BackendBase):
         if not self._table_exists:
             return False
         with self._errors():
-            return self._conn.execute(self._sql_has, (key,)).fetchone() is not None
+            try:
+                return self._conn.execute(self._sql_has, (key,)).fetchone() is not None
+            except UnicodeEncodeError:
+                return False
 
     def set(self, key: str, value: Any) -> None:
         self._write(self._sql_set, (key, value))
         self._count = None
 
     def delete(self, key: str) -> None:
-        if self._write(self._sql_del, (key,)).rowcount == 0:
+        try:
+            deleted = self._write(self._sql_del, (key,)).rowcount
+        except UnicodeEncodeError:
+            deleted = 0
+        if deleted == 0:
             raise KeyError(key)
         if self._count is not None:
             self._count -= 1

@@ -242,6 +242,27 @@ class MappingConformance:
             with self.open_dict(tmp_path) as d:
                 assert dict(d) == {"k0": self.value(0), "k1": self.value(1)}
 
+    def test_lone_surrogates_are_stored_or_refused_cleanly(self, tmp_path: Path) -> None:
+        # "\ud800" is a valid Python str that UTF-8 can't encode. Either it round-trips or the
+        # assignment raises ValueError; either way the dict must still flush and reopen.
+        bad_value = "bad \ud800" if self.str_values_only else {"text": "bad \udfff"}
+        with self.filled(tmp_path, 1) as d:
+            assert "key \ud800" not in d
+            assert d.get("key \ud800") is None
+            for key, value in (("key \ud800", self.value(1)), ("k1", bad_value)):
+                try:
+                    d[key] = value
+                except ValueError:
+                    assert key not in d
+                else:
+                    assert d[key] == value
+            d.flush()
+            expected = dict(d)
+        if self.persistent:
+            with self.open_dict(tmp_path) as d:
+                assert dict(d) == expected
+                assert d["k0"] == self.value(0)
+
     # Persistence and flags.
 
     def test_values_survive_reopen(self, tmp_path: Path) -> None:
