@@ -96,6 +96,7 @@ class PersistDict(MutableMapping[str, Any]):
             {} if writeback and not self._stores_objects else None
         )
         self._journals: list[dict[str, Any]] = []
+        self._tx_depth = 0  # nesting of native transactions
         _open_dicts[id(self)] = self
 
     # Access to the backend.
@@ -349,9 +350,9 @@ class PersistDict(MutableMapping[str, Any]):
         """
         with self._lock:
             backend = self.backend
-            outermost = not self._journals and not getattr(self, "_tx_depth", 0)
+            outermost = not self._journals and not self._tx_depth
             if backend.native_transactions:
-                self._tx_depth = getattr(self, "_tx_depth", 0) + 1
+                self._tx_depth += 1
                 try:
                     with backend.transaction():
                         yield self
@@ -449,6 +450,12 @@ class PersistDict(MutableMapping[str, Any]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"{self!r} can't be pickled: it is tied to open storage. Pickle dict(d) instead, "
+            "or pass the path and open it again"
+        )
 
     def __repr__(self) -> str:
         state = " (closed)" if self._backend is None else ""
