@@ -61,7 +61,8 @@ def open(
         commit_every: sqlite: commit after every N writes instead of every write.
         writeback: per-key backends: cache read values and save changed ones on flush/close.
         **backend_options: passed to the backend, e.g. ``timeout=`` (seconds to wait for
-            another process's lock) or ``synchronous="FULL"`` for sqlite.
+            another process's lock), ``synchronous="FULL"`` for sqlite, or ``recover=True``
+            for json/csv/pickle (restore the previous generation of a damaged file).
 
     Raises:
         FileNotFoundError: flag ``"r"``/``"w"`` and nothing at ``target``.

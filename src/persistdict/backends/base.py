@@ -146,6 +146,25 @@ class BackendBase:
     def transaction(self) -> AbstractContextManager[None]:
         raise NotImplementedError(f"the {self.name} backend has no native transactions")
 
+    def check(self) -> list[str]:
+        """Look for damage in the stored data; one line per problem, ``[]`` if none.
+
+        This default reads every key and value once, which finds whatever the storage itself
+        reports as unreadable; backends with an integrity check of their own use that instead.
+        """
+        problems: list[str] = []
+        try:
+            for key in self.iter_keys():
+                try:
+                    self.get(key)
+                except KeyError:  # deleted meanwhile
+                    continue
+                except Exception as exc:
+                    problems.append(f"{self.describe()}: key {key!r} can't be read: {exc}")
+        except Exception as exc:
+            problems.append(f"{self.describe()}: listing the keys failed: {exc}")
+        return problems
+
     def describe(self) -> str:
         """A short label for ``repr``; must never contain a password."""
         return self.name

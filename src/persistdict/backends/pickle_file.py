@@ -6,6 +6,7 @@ by detection: it is used only when asked for by name (``backend="pickle"``/``for
 
 from __future__ import annotations
 
+import io
 import pickle
 from typing import Any, ClassVar
 
@@ -25,10 +26,14 @@ class PickleFileBackend(SnapshotBackend):
         return pickle.dumps(data, protocol=self.protocol)
 
     def decode(self, raw: bytes) -> dict[str, Any]:
+        stream = io.BytesIO(raw)
         try:
-            data = pickle.loads(raw)
+            data = pickle.Unpickler(stream).load()
         except Exception as exc:  # a broken pickle can raise almost anything
-            raise ValueError(f"can't unpickle it ({type(exc).__name__}: {exc})") from exc
+            at = stream.tell()  # how far the unpickler read: where the file broke
+            raise ValueError(
+                f"can't unpickle it at byte {at} ({type(exc).__name__}: {exc})"
+            ) from exc
         if not isinstance(data, dict):
             raise ValueError(f"it holds a {type(data).__name__}, not a dict")
         if any(not isinstance(k, str) for k in data):

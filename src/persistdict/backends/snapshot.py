@@ -12,13 +12,15 @@ import copy
 import errno
 import hashlib
 import os
+import time
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
 from persistdict.errors import ClosedError, CorruptError
-from persistdict.fileio import atomic_write, remove_stale_temps
+from persistdict.fileio import atomic_write, previous_path, remove_stale_temps, restore_previous
 from persistdict.locking import FileLock
 
 __all__ = ["SnapshotBackend"]
@@ -43,7 +45,16 @@ class SnapshotBackend(BackendBase):
         flag: str = "c",
         mode: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        recover: bool = False,
     ) -> None:
+        """Open (or create) the file at ``path`` and load it.
+
+        Args:
+            recover: if the file is damaged, restore the previous generation kept beside it
+                (``.<name>.persistdict-prev``) and warn saying what was lost; the damaged file
+                is kept as ``<name>.corrupt-<time>``. With ``flag="r"`` the previous
+                generation is only read, nothing on disk changes.
+        """
         self.path = os.fspath(path)
         self.flag = flag
         self.read_only = flag == "r"
@@ -67,9 +78,10 @@ class SnapshotBackend(BackendBase):
             if not self.read_only:
                 remove_stale_temps(self.path)
             if flag == "n" or not exists:
-                self._write(self.encode({}))
+                # flag="n" may replace a damaged file: don't make it the previous generation.
+                self._write(self.encode({}), keep_previous=False)
             else:
-                self._load()
+                self._load(recover=recover)
         except BaseException:
             self._release()
             raise
@@ -88,24 +100,82 @@ class SnapshotBackend(BackendBase):
 
     # Loading and saving.
 
-    def _load(self) -> None:
+    def _fault(self, raw: bytes, exc: Exception) -> str:
+        return f"{self.path!r} ({len(raw)} bytes) is not a valid {self.format_name} file: {exc}"
+
+    def _load(self, recover: bool = False) -> None:
         with open(self.path, "rb") as f:
             raw = f.read()
         try:
             data = self.decode(raw)
-        except CorruptError:
-            raise
-        except Exception as exc:
-            raise CorruptError(
-                f"{self.path!r} is not a valid {self.format_name} file: {exc}. It was left "
-                "untouched; repair it, restore a backup, or open with flag='n' to start empty"
-            ) from exc
+        except Exception as exc:  # decode reports every fault as ValueError; be safe anyway
+            if not recover:
+                raise CorruptError(f"{self._fault(raw, exc)}. {self._way_back()}") from exc
+            data, raw = self._recover(self._fault(raw, exc), exc)
         self._data = data
         self._digest = hashlib.blake2b(raw).digest()
 
-    def _write(self, raw: bytes) -> None:
-        atomic_write(self.path, raw, self._mode)
+    def _way_back(self) -> str:
+        try:
+            saved = _utc(os.stat(previous_path(self.path)).st_mtime)
+        except OSError:
+            return "It was left untouched; repair it, restore a backup, or open with flag='n'"
+        return (
+            f"It was left untouched. The previous generation, saved {saved}, is kept beside it: "
+            "open with recover=True to restore it (changes saved after it are lost)"
+        )
+
+    def _recover(self, fault: str, exc: Exception) -> tuple[dict[str, Any], bytes]:
+        prev = previous_path(self.path)
+        try:
+            with open(prev, "rb") as f:
+                raw = f.read()
+            saved = _utc(os.stat(prev).st_mtime)
+            broken = _utc(os.stat(self.path).st_mtime)
+        except FileNotFoundError:
+            raise CorruptError(
+                f"{fault}. recover=True found no previous generation ({str(prev)!r}) to restore;"
+                " repair the file, restore a backup, or open with flag='n'"
+            ) from exc
+        try:
+            data = self.decode(raw)
+        except Exception as prev_exc:
+            raise CorruptError(
+                f"{fault}. Its previous generation {str(prev)!r} is damaged too ({prev_exc}); "
+                "both were left untouched"
+            ) from exc
+        if self.read_only:
+            done = "read the previous generation instead; no file was changed"
+        else:
+            kept = restore_previous(self.path)
+            done = f"restored the previous generation; the damaged file is kept as {str(kept)!r}"
+        warnings.warn(
+            f"{fault}. recover=True {done}. It holds {len(data)} keys as saved {saved}; "
+            f"whatever was saved after that, up to the damaged version of {broken}, is lost",
+            UserWarning,
+            stacklevel=5,
+        )
+        return data, raw
+
+    def _write(self, raw: bytes, keep_previous: bool = True) -> None:
+        atomic_write(self.path, raw, self._mode, keep_previous=keep_previous)
         self._digest = hashlib.blake2b(raw).digest()
+
+    def check(self) -> list[str]:
+        """Parse the file on disk as ``open`` would; list the faults, ``[]`` if it is whole.
+
+        A writer's unflushed changes are not on disk yet and are not checked.
+        """
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except OSError as exc:
+            return [f"can't read {self.path!r}: {exc}"]
+        try:
+            self.decode(raw)
+        except Exception as exc:
+            return [self._fault(raw, exc)]
+        return []
 
     def refresh(self) -> None:
         """Reload the file, for a reader that wants to see a writer's later flushes."""
@@ -117,7 +187,14 @@ class SnapshotBackend(BackendBase):
         if self.read_only:
             return
         self._check_process()
-        raw = self.encode(self._data)
+        try:
+            raw = self.encode(self._data)
+        except (TypeError, ValueError) as exc:
+            # A nested object changed into something unstorable without passing set(); name
+            # the key. Nothing was written, the in-memory data is kept.
+            for key, value in self._data.items():
+                self.check_value(key, value)
+            raise type(exc)(f"can't save {self.path!r}: {exc}") from exc
         # Nested objects can change without passing through set(), so compare the encoded
         # bytes rather than trusting a dirty flag; unchanged data writes nothing.
         if hashlib.blake2b(raw).digest() != self._digest:
@@ -196,3 +273,7 @@ class SnapshotBackend(BackendBase):
 
     def describe(self) -> str:
         return f"{self.name} {self.path!r}" + (" read-only" if self.read_only else "")
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))

@@ -400,6 +400,14 @@ class SqliteBackend(BackendBase):
         self._cx = None
         cx.close()
 
+    def check(self) -> list[str]:
+        """SQLite's own ``PRAGMA integrity_check`` over the whole file, every table."""
+        try:
+            rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+        except sqlite3.Error as exc:
+            return [f"{self.path!r}: {self._translate(exc)}"]
+        return [f"{self.path!r}: {row[0]}" for row in rows if row[0] != "ok"]
+
     def describe(self) -> str:
         ro = " read-only" if self.read_only else ""
         return f"sqlite {self.path!r} table {self.table!r}{ro}"
