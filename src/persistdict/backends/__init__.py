@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from functools import cache
-from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
 
@@ -32,6 +31,9 @@ _BUILTIN: dict[str, str] = {
     "sqlite": "persistdict.backends.sqlite:SqliteBackend",
     "dbm": "persistdict.backends.dbm_file:DbmBackend",
     "memory": "persistdict.backends.memory:MemoryBackend",
+    "redis": "persistdict.backends.redis_hash:RedisBackend",
+    "postgres": "persistdict.backends.postgres_table:PostgresBackend",
+    "lmdb": "persistdict.backends.lmdb_env:LmdbBackend",
 }
 
 _loaded: dict[str, Any] = {}
@@ -42,6 +44,15 @@ registry: Mapping[str, Any] = MappingProxyType(_loaded)
 def _import(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def entry_points(*, group: str) -> Any:
+    """The installed entry points of ``group``, via :func:`importlib.metadata.entry_points`."""
+    # Imported here: importlib.metadata takes longer to import than all of persistdict, and only
+    # an unknown backend name or available() needs it.
+    from importlib.metadata import entry_points as installed
+
+    return installed(group=group)
 
 
 @cache
