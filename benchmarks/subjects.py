@@ -1,0 +1,530 @@
+"""The implementations the benchmark compares, each behind one small adapter.
+
+A :class:`Subject` drives a ``MutableMapping``-like object through the workloads; the raw
+baselines (``RawSqlite``, ``RawJson``) override every workload with the direct library calls, so
+they carry none of an adapter's overhead and stay true floors. Each subject states what a
+returned write promises (``durable_each`` and ``durable_batch``) and how it encodes values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import persistdict
+
+BATCH = 1000  # writes per commit in the "batched" workload
+TABLE = "items"
+REDIS_URL = os.environ.get("PERSISTDICT_BENCH_REDIS", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get("PERSISTDICT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1/test")
+
+# The exact codec of persistdict's JsonSerializer, so the raw floors do the same encoding work.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_DECODE = json.JSONDecoder().decode
+
+
+class Subject:
+    """One row of the table. The defaults drive a mapping with ``[]``, ``in``, ``len``...
+
+    Attributes:
+        label: the row name.
+        baseline: the label of the row this one's ratios are computed against.
+        durable_each: what "set, each durable" promises when the call returns.
+        durable_batch: what the batched set promises.
+        encoding: how values are stored.
+        persistent: False for the plain dict (no reopen, no file).
+        rewrites_whole_file: a durable write rewrites everything (few samples suffice).
+    """
+
+    label = ""
+    baseline = "raw sqlite3"
+    durable_each = ""
+    durable_batch = f"committed every {BATCH} writes"
+    encoding = "JSON (stdlib)"
+    persistent = True
+    rewrites_whole_file = False
+    suffix = ".db"
+
+    def available(self) -> str | None:
+        """``None`` if this subject can run here, else why not."""
+        return None
+
+    def open(self, path: Path, batched: bool) -> Any:
+        raise NotImplementedError
+
+    def close(self, m: Any) -> None:
+        m.close()
+
+    def commit(self, m: Any) -> None:
+        """Make every write so far durable to this subject's promise."""
+
+    def commit_each(self, m: Any) -> None:
+        """Called after each write of the "set, each durable" workload."""
+
+    def commit_batch(self, m: Any) -> None:
+        """Called after every ``BATCH`` writes of the batched workload."""
+        self.commit(m)
+
+    def remove(self, path: Path) -> None:
+        """Delete what ``open(path)`` created."""
+        for p in path.parent.glob(path.name + "*"):
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+    def size(self, path: Path) -> int | None:
+        """Bytes on disk for the store at ``path`` (after close), ``None`` if not a file."""
+        total = 0
+        for p in path.parent.glob(path.name + "*"):
+            files = p.rglob("*") if p.is_dir() else [p]
+            total += sum(f.stat().st_size for f in files if f.is_file())
+        return total
+
+    # Workloads. Each does the whole operation; the runner times the call.
+
+    def fill(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        commit_batch = self.commit_batch
+        for i, (k, v) in enumerate(items, 1):
+            m[k] = v
+            if i % BATCH == 0:
+                commit_batch(m)
+        self.commit(m)
+
+    def set_each(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        commit_each = self.commit_each
+        for k, v in items:
+            m[k] = v
+            commit_each(m)
+
+    def update(self, m: Any, batch: dict[str, Any]) -> None:
+        m.update(batch)
+        self.commit(m)
+
+    def get(self, m: Any, keys: list[str]) -> None:
+        for k in keys:
+            m[k]
+
+    def contains(self, m: Any, keys: list[str]) -> None:
+        for k in keys:
+            k in m  # noqa: B015 - the lookup is the work being timed
+
+    def iter_keys(self, m: Any) -> None:
+        for _ in m:
+            pass
+
+    def iter_items(self, m: Any) -> None:
+        for _ in m.items():
+            pass
+
+    def length(self, m: Any, calls: int) -> None:
+        for _ in range(calls):
+            len(m)
+
+    def reopen_read_all(self, path: Path) -> Any:
+        m = self.open(path, batched=False)
+        self.iter_items(m)
+        return m
+
+
+class PlainDict(Subject):
+    label = "dict"
+    baseline = "dict"
+    durable_each = "none (memory only)"
+    durable_batch = "none (memory only)"
+    encoding = "live objects"
+    persistent = False
+
+    def __init__(self) -> None:
+        self._dicts: dict[Path, dict[str, Any]] = {}
+
+    def open(self, path: Path, batched: bool) -> Any:
+        return self._dicts.setdefault(path, {})
+
+    def close(self, m: Any) -> None:
+        pass
+
+    def remove(self, path: Path) -> None:
+        self._dicts.pop(path, None)
+
+
+class RawSqlite(Subject):
+    """sqlite3 itself with persistdict's pragmas, table, statements and JSON codec."""
+
+    label = "raw sqlite3"
+    durable_each = "committed (WAL, synchronous=NORMAL)"
+    durable_batch = f"committed every {BATCH} (WAL, NORMAL)"
+
+    _get = f"SELECT value FROM {TABLE} WHERE key = ?"
+    _has = f"SELECT 1 FROM {TABLE} WHERE key = ?"
+    _set = (
+        f"INSERT INTO {TABLE} (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
+
+    def open(self, path: Path, batched: bool) -> Any:
+        cx = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        cx.execute("PRAGMA journal_mode=WAL")
+        cx.execute("PRAGMA synchronous=NORMAL")
+        cx.execute(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} "
+            "(key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID"
+        )
+        return cx
+
+    def fill(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        execute, sql = m.execute, self._set
+        execute("BEGIN IMMEDIATE")
+        for i, (k, v) in enumerate(items, 1):
+            execute(sql, (k, _ENCODE(v)))
+            if i % BATCH == 0:
+                execute("COMMIT")
+                execute("BEGIN IMMEDIATE")
+        execute("COMMIT")
+
+    def set_each(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        execute, sql = m.execute, self._set
+        for k, v in items:
+            execute(sql, (k, _ENCODE(v)))
+
+    def update(self, m: Any, batch: dict[str, Any]) -> None:
+        rows = [(k, _ENCODE(v)) for k, v in batch.items()]
+        m.execute("BEGIN IMMEDIATE")
+        m.executemany(self._set, rows)
+        m.execute("COMMIT")
+
+    def get(self, m: Any, keys: list[str]) -> None:
+        execute, sql = m.execute, self._get
+        for k in keys:
+            _DECODE(execute(sql, (k,)).fetchone()[0])
+
+    def contains(self, m: Any, keys: list[str]) -> None:
+        execute, sql = m.execute, self._has
+        for k in keys:
+            execute(sql, (k,)).fetchone() is not None  # noqa: B015 - timed lookup
+
+    def iter_keys(self, m: Any) -> None:
+        for _ in m.execute(f"SELECT key FROM {TABLE} ORDER BY key"):
+            pass
+
+    def iter_items(self, m: Any) -> None:
+        for _, v in m.execute(f"SELECT key, value FROM {TABLE} ORDER BY key"):
+            _DECODE(v)
+
+    def length(self, m: Any, calls: int) -> None:
+        for _ in range(calls):
+            m.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+
+
+class RawJson(Subject):
+    """A dict loaded with ``json.load`` and saved with ``json.dumps`` + write + fsync."""
+
+    label = "raw json"
+    baseline = "raw json"
+    durable_each = "fsynced file (in place, not atomic)"
+    durable_batch = "fsynced once at the end"
+    encoding = "one JSON document"
+    rewrites_whole_file = True
+    suffix = ".json"
+
+    def __init__(self) -> None:
+        self._paths: dict[int, Path] = {}
+
+    def open(self, path: Path, batched: bool) -> Any:
+        try:
+            with open(path, "rb") as f:
+                data: dict[str, Any] = json.load(f)
+        except FileNotFoundError:
+            data = {}
+        self._paths[id(data)] = path
+        return data
+
+    def commit(self, m: Any) -> None:
+        with open(self._paths[id(m)], "wb") as f:
+            f.write(json.dumps(m, ensure_ascii=False).encode())
+            f.flush()
+            os.fsync(f.fileno())
+
+    commit_each = commit
+
+    def commit_batch(self, m: Any) -> None:
+        pass  # one write at the end, like a snapshot dict's flush()
+
+    def close(self, m: Any) -> None:
+        self.commit(m)
+        del self._paths[id(m)]
+
+
+class Persist(Subject):
+    """One of persistdict's backends, opened with ``persistdict.open``."""
+
+    def __init__(
+        self,
+        label: str,
+        backend: str,
+        *,
+        suffix: str = "",
+        url: str | None = None,
+        durable_each: str,
+        durable_batch: str = "",
+        baseline: str = "raw sqlite3",
+        snapshot: bool = False,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.label = label
+        self.backend = backend
+        self.suffix = suffix
+        self.url = url
+        self.durable_each = durable_each
+        self.durable_batch = durable_batch or Subject.durable_batch
+        self.baseline = baseline
+        self.rewrites_whole_file = snapshot
+        self.encoding = "JSON file (one key per line)" if snapshot else self._codec_name()
+        self.persistent = True
+        self.options = options or {}
+
+    @staticmethod
+    def _codec_name() -> str:
+        codec = persistdict.serializers.serializer_for(None)
+        return f"{type(codec).__name__} per value"
+
+    def available(self) -> str | None:
+        try:
+            persistdict.backends.backend_class(self.backend)
+        except (ImportError, ValueError) as exc:
+            return f"the {self.backend} backend can't be loaded here ({exc})"
+        if self.url is not None:
+            try:
+                with persistdict.open(self.url, backend=self.backend, table="bench_probe") as d:
+                    len(d)
+            except Exception as exc:
+                return f"{self.url}: {type(exc).__name__}: {exc}"
+        return None
+
+    def _target(self, path: Path) -> tuple[str, dict[str, Any]]:
+        if self.url is None:
+            return str(path), {}
+        # Servers: one table per store, named after the file name the runner chose.
+        return self.url, {"table": "bench_" + path.name.replace(".", "_").replace("-", "_")}
+
+    def open(self, path: Path, batched: bool, flag: str = "c") -> Any:
+        target, extra = self._target(path)
+        options = {**self.options, **extra}
+        if batched and not self.rewrites_whole_file and self.backend == "sqlite":
+            options["commit_every"] = BATCH
+        return persistdict.open(target, flag, backend=self.backend, **options)
+
+    def commit(self, m: Any) -> None:
+        m.flush()
+
+    def commit_each(self, m: Any) -> None:
+        if self.rewrites_whole_file or self.backend == "dbm":
+            m.flush()
+
+    def commit_batch(self, m: Any) -> None:
+        # sqlite commits by itself (commit_every); a snapshot file is written once at the end.
+        if self.backend in ("dbm", "lmdb", "redis", "postgres"):
+            m.flush()
+
+    def remove(self, path: Path) -> None:
+        if self.url is None:
+            super().remove(path)
+            return
+        with self.open(path, batched=False, flag="n"):
+            pass
+
+    def size(self, path: Path) -> int | None:
+        return None if self.url is not None else super().size(path)
+
+
+class SqliteDictSubject(Subject):
+    label = "sqlitedict"
+    durable_each = "committed (commit() per write, WAL, synchronous=NORMAL)"
+    durable_batch = f"commit() every {BATCH} (WAL, NORMAL)"
+    encoding = "JSON (stdlib)"
+
+    def available(self) -> str | None:
+        return _missing("sqlitedict")
+
+    def open(self, path: Path, batched: bool) -> Any:
+        from sqlitedict import SqliteDict
+
+        d = SqliteDict(
+            str(path),
+            tablename=TABLE,
+            journal_mode="WAL",
+            encode=_ENCODE,
+            decode=_DECODE,
+            outer_stack=False,
+        )
+        # sqlitedict leaves synchronous at SQLite's default (FULL); match persistdict's.
+        d.conn.execute("PRAGMA synchronous=NORMAL")
+        return d
+
+    def commit(self, m: Any) -> None:
+        m.commit()
+
+    commit_each = commit
+
+    def iter_items(self, m: Any) -> None:
+        for _ in m.iteritems():
+            pass
+
+
+class DiskcacheSubject(Subject):
+    label = "diskcache Index"
+    durable_each = "committed (WAL, synchronous=NORMAL)"
+    durable_batch = f"transact() per {BATCH} writes"
+    encoding = "pickle (diskcache Disk)"
+    suffix = ".dc"
+
+    def available(self) -> str | None:
+        return _missing("diskcache")
+
+    def open(self, path: Path, batched: bool) -> Any:
+        from diskcache import Index
+
+        return Index(str(path))
+
+    def close(self, m: Any) -> None:
+        m.cache.close()
+
+    def fill(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        for start in range(0, len(items), BATCH):
+            with m.transact():
+                for k, v in items[start : start + BATCH]:
+                    m[k] = v
+
+    def update(self, m: Any, batch: dict[str, Any]) -> None:
+        with m.transact():  # Index.update alone commits per key
+            m.update(batch)
+
+
+class ShelveSubject(Subject):
+    label = "shelve (dbm)"
+    durable_each = "sync() per write (dbm: not fsynced)"
+    durable_batch = f"sync() every {BATCH} (dbm: not fsynced)"
+    encoding = "pickle"
+    suffix = ".shelf"
+
+    def __init__(self) -> None:
+        import dbm
+        import importlib
+
+        for name in dbm._names:  # type: ignore[attr-defined]  # dbm.open's order of preference
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                continue
+            self.label = f"shelve ({name})"
+            break
+
+    def open(self, path: Path, batched: bool) -> Any:
+        import shelve
+
+        return shelve.open(str(path), "c")
+
+    def commit(self, m: Any) -> None:
+        m.sync()
+
+    commit_each = commit
+
+
+class LmdbmSubject(Subject):
+    label = "lmdbm"
+    durable_each = "committed and fsynced (LMDB sync=True)"
+    durable_batch = "each write its own fsynced txn (no batching API)"
+    encoding = "JSON (stdlib)"
+    suffix = ".lmdbm"
+
+    def available(self) -> str | None:
+        return _missing("lmdbm")
+
+    def open(self, path: Path, batched: bool) -> Any:
+        from lmdbm import Lmdb
+
+        class JsonLmdb(Lmdb):  # type: ignore[misc]
+            def _pre_key(self, key: str) -> bytes:
+                return key.encode()
+
+            def _post_key(self, key: bytes) -> str:
+                return key.decode()
+
+            def _pre_value(self, value: Any) -> bytes:
+                return _ENCODE(value).encode()
+
+            def _post_value(self, value: bytes) -> Any:
+                return _DECODE(value.decode())
+
+        return JsonLmdb.open(str(path), "c", map_size=2**30)
+
+
+def _missing(module: str) -> str | None:
+    try:
+        __import__(module)
+    except ImportError:
+        return f"{module} is not installed (pip install 'persistdict[bench]')"
+    return None
+
+
+def all_subjects() -> list[Subject]:
+    """Every row, baselines first; unavailable ones are reported and skipped by the runner."""
+    sqlite_each = "committed (WAL, synchronous=NORMAL)"
+    subjects: list[Subject] = [
+        PlainDict(),
+        RawSqlite(),
+        RawJson(),
+        Persist("persistdict sqlite", "sqlite", suffix=".db", durable_each=sqlite_each),
+        Persist(
+            "persistdict sqlite FULL",
+            "sqlite",
+            suffix=".db",
+            durable_each="committed, WAL fsynced (synchronous=FULL)",
+            durable_batch=f"committed every {BATCH} (WAL, FULL)",
+            options={"synchronous": "FULL"},
+        ),
+        Persist(
+            "persistdict json",
+            "json",
+            suffix=".json",
+            durable_each="flush() per write: atomic replace + fsync",
+            durable_batch="one flush() at the end",
+            baseline="raw json",
+            snapshot=True,
+        ),
+        Persist(
+            "persistdict dbm",
+            "dbm",
+            suffix=".dbm",
+            durable_each="flush() per write (dbm sync, not fsynced)",
+            durable_batch=f"flush() every {BATCH}",
+        ),
+        Persist(
+            "persistdict lmdb",
+            "lmdb",
+            suffix=".lmdb",
+            durable_each="committed (LMDB)",
+        ),
+        Persist(
+            "persistdict redis",
+            "redis",
+            url=REDIS_URL,
+            durable_each="acknowledged by the server (its appendfsync setting)",
+            durable_batch=f"pipelined, flushed every {BATCH}",
+        ),
+        Persist(
+            "persistdict postgres",
+            "postgres",
+            url=POSTGRES_URL,
+            durable_each="committed (server's synchronous_commit)",
+        ),
+        SqliteDictSubject(),
+        DiskcacheSubject(),
+        ShelveSubject(),
+        LmdbmSubject(),
+    ]
+    return subjects
