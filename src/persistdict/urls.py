@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-__all__ = ["mask_password", "split_scheme", "url_path"]
+__all__ = ["mask_password", "parse_bool", "split_scheme", "url_options", "url_path"]
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
 
@@ -46,3 +48,47 @@ def mask_password(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def parse_bool(text: str) -> bool:
+    """Query-string truth: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, not {text!r}")
+
+
+def url_options(
+    url: str, kwargs: Mapping[str, Any], converters: Mapping[str, Callable[[str], Any]]
+) -> dict[str, Any]:
+    """Merge the options of ``url``'s query string with keyword arguments of the same names.
+
+    ``converters`` maps each accepted name to a function that turns the query text into its
+    value (``int``, ``float``, :func:`parse_bool`...); keyword values are taken as they are.
+    Keyword arguments left at ``None`` count as not given. An unknown name, a value that
+    doesn't convert, or a name given both ways with different values is a ``ValueError``
+    naming the URL (password masked).
+    """
+    shown = mask_password(url)
+    merged: dict[str, Any] = {k: v for k, v in kwargs.items() if v is not None}
+    query = urlsplit(url).query
+    for name, text in parse_qsl(query, keep_blank_values=True):
+        convert = converters.get(name)
+        if convert is None:
+            raise ValueError(
+                f"{shown}: unknown option {name!r} in the query string; "
+                f"accepted: {', '.join(sorted(converters))}"
+            )
+        try:
+            value = convert(text)
+        except ValueError as exc:
+            raise ValueError(f"{shown}: option {name}={text!r} is invalid: {exc}") from None
+        if name in merged and merged[name] != value:
+            raise ValueError(
+                f"{shown}: option {name!r} is given twice, as {value!r} in the URL and as "
+                f"{merged[name]!r} in the keyword arguments; give it once"
+            )
+        merged[name] = value
+    return merged

@@ -32,8 +32,8 @@ _BUILTIN: dict[str, str] = {
     "dbm": "persistdict.backends.dbm_file:DbmBackend",
     "memory": "persistdict.backends.memory:MemoryBackend",
     "redis": "persistdict.backends.redis_hash:RedisBackend",
-    "postgres": "persistdict.backends.postgres_table:PostgresBackend",
-    "lmdb": "persistdict.backends.lmdb_env:LmdbBackend",
+    # "postgres": "persistdict.backends.postgres_table:PostgresBackend",
+    # "lmdb": "persistdict.backends.lmdb_env:LmdbBackend",
 }
 
 _loaded: dict[str, Any] = {}

@@ -1,0 +1,528 @@
+"""The Redis backend: one Redis hash per dict, shared by processes on many machines.
+
+URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) and
+``unix://[[user]:password@]/path/to/redis.sock?db=N``. Options may be given in the query
+string or as keyword arguments, with the same names (see :class:`RedisBackend`).
+
+The dict lives in the hash named ``prefix + table``; fields are the keys (UTF-8), field values
+the serializer's output. Nothing else is stored, except a short-lived lock key during
+``transaction()``.
+
+Durability: with ``commit_every=0`` each write is acknowledged by the server before the call
+returns; whether it survives a *server* crash is the server's ``appendonly``/``save``
+configuration. With ``commit_every=N`` up to N writes wait in this process and are sent as one
+MULTI/EXEC (all or nothing) when the batch is full, on ``flush()`` and on ``close()``; reads
+see them meanwhile. If sending fails the writes stay pending and the error is raised, so a
+retry after the server is back loses nothing.
+
+Transactions: WATCH and MULTI/EXEC alone would make two clients doing ``d["n"] += 1`` in
+``transaction()`` fail each other, and user code can't be replayed after a WatchError. So the
+outermost ``transaction()`` first takes a lock key (``SET NX PX``; other transactions on the
+same hash wait up to ``timeout`` seconds, then :class:`~persistdict.LockedError`), then WATCHes
+the hash and the lock key. Writes in the block are buffered here, and reads consult the buffer
+before the server, so the block sees its own writes; the exit sends them with the lock's
+release in one MULTI/EXEC. Transactions on one hash are therefore serial and exact. The WATCH
+catches what the lock can't: a write to the hash outside ``transaction()`` by another client
+during the block, or the lock expiring after ``lock_ttl`` seconds (a crashed holder frees it
+that way). Then nothing is written and LockedError says to run the block again.
+
+Iteration uses HSCAN, so memory stays flat. As with every Redis SCAN, a key present for the
+whole iteration is seen; a key may repeat only if the hash shrinks (another client deleting
+many keys) meanwhile.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+from persistdict.backends.base import BackendBase, check_table_name, fork_generation
+from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
+from persistdict.urls import mask_password, url_options
+
+__all__ = ["RedisBackend"]
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_LOCK_TTL = 30.0
+_SCAN_COUNT = 1000
+_CHUNK = 1000  # fields per HSET/HDEL command in a batch
+_UNKNOWN: Any = object()  # an overlay lookup that must ask the server
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+_OPTIONS = {
+    "db": int,
+    "prefix": str,
+    "timeout": float,
+    "lock_ttl": float,
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "retries": int,
+    "client_name": str,
+    "ssl_ca_certs": str,
+    "ssl_certfile": str,
+    "ssl_keyfile": str,
+    "ssl_cert_reqs": str,
+}
+
+
+def _redis_module() -> Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise ImportError("the redis backend needs: pip install 'persistdict[redis]'") from exc
+    return redis
+
+
+@dataclass
+class _Layer:
+    """Writes not yet on the server: a commit_every batch or one level of transaction()."""
+
+    writes: dict[bytes, bytes | None] = field(default_factory=dict)  # None: deleted
+    cleared: bool = False
+
+
+def _merged(layers: list[_Layer]) -> _Layer:
+    out = _Layer()
+    for layer in layers:
+        if layer.cleared:
+            out.cleared = True
+            out.writes = {}
+        out.writes.update(layer.writes)
+    return out
+
+
+def _field(key: str) -> bytes:
+    try:
+        return key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"can't store key {key!r}: Redis stores keys as UTF-8 ({exc})") from None
+
+
+def _payload(key: str, value: str | bytes) -> bytes:
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"can't store the value for key {key!r} as UTF-8: {exc}") from None
+    return bytes(value)
+
+
+class RedisBackend(BackendBase):
+    """A dict stored in the Redis hash ``prefix + table`` of the server at ``url``.
+
+    Args:
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL, with optional user, password and
+            database number (path ``/N`` or ``?db=N``).
+        table: the hash name after ``prefix``, ``[A-Za-z_][A-Za-z0-9_]*``.
+        commit_every: 0 sends each write at once; N > 0 sends batches of N (see module doc).
+        flag: ``"r"`` refuses writes; ``"n"`` empties the hash; ``"c"``/``"w"`` as is (a
+            Redis hash with no fields does not exist, so there is nothing to require).
+        prefix: prepended to ``table`` to form the hash name, e.g. ``"myapp:"``.
+        db: database number, instead of the URL path.
+        timeout: seconds ``transaction()`` waits for another client's transaction.
+        lock_ttl: seconds after which a transaction's lock expires (a crashed client's lock
+            frees itself); a block running longer fails at its end with LockedError.
+        socket_timeout, socket_connect_timeout: seconds, passed to redis-py (default 5).
+        retries: reconnect attempts after a dropped connection before an error (default 2).
+        client_name, ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs: as in redis-py.
+    """
+
+    name: ClassVar[str] = "redis"
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix")
+    native_transactions: ClassVar[bool] = True
+    takes_url: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url: str,
+        table: str = "items",
+        commit_every: int = 0,
+        *,
+        flag: str = "c",
+        prefix: str | None = None,
+        db: int | None = None,
+        timeout: float | None = None,
+        lock_ttl: float | None = None,
+        socket_timeout: float | None = None,
+        socket_connect_timeout: float | None = None,
+        retries: int | None = None,
+        client_name: str | None = None,
+        ssl_ca_certs: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_cert_reqs: str | None = None,
+    ) -> None:
+        self.table = check_table_name(table)
+        if not isinstance(commit_every, int) or commit_every < 0:
+            raise ValueError(f"commit_every must be an int >= 0, not {commit_every!r}")
+        if flag not in ("r", "w", "c", "n"):
+            raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+        self.url = url
+        self._shown = mask_password(url)
+        given = dict(locals())
+        options = url_options(url, {k: given[k] for k in _OPTIONS}, _OPTIONS)
+        self._connect_args = self._client_args(url, options)
+        self.prefix = str(options.get("prefix", ""))
+        self.hash_name = self.prefix + self.table
+        self._key = self.hash_name.encode("utf-8")
+        self._lock_key = self._key + b":persistdict-lock"
+        self.timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+        self.lock_ttl = float(options.get("lock_ttl", DEFAULT_LOCK_TTL))
+        self.commit_every = commit_every
+        self.read_only = flag == "r"
+        self._layers: list[_Layer] = []  # transaction levels, or the commit_every batch
+        self._depth = 0
+        self._watch: Any = None  # the pipeline holding WATCH during transaction()
+        self._token = b""
+        self._redis = _redis_module()
+        self._client: Any = None
+        client = self._connect()
+        with self._errors():
+            kind = client.type(self._key)
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if kind not in ("hash", "none"):
+                client.close()
+                raise CorruptError(
+                    f"{self._shown}: key {self.hash_name!r} holds a Redis {kind}, not a hash; "
+                    "it was left untouched. Pass another table= or prefix="
+                )
+            if flag == "n":
+                client.unlink(self._key)
+
+    # Connection management.
+
+    def _client_args(self, url: str, options: dict[str, Any]) -> dict[str, Any]:
+        redis = _redis_module()
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        args: dict[str, Any] = {
+            "username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password is not None else None,
+            "socket_timeout": options.get("socket_timeout", 5.0),
+            "socket_connect_timeout": options.get("socket_connect_timeout", 5.0),
+            "client_name": options.get("client_name"),
+        }
+        # redis-py's default retry policy backs off for seconds; a dropped connection is
+        # retried briefly here so a stopped server is reported promptly.
+        backoff = redis.backoff.ExponentialBackoff(cap=0.5, base=0.05)
+        args["retry"] = redis.retry.Retry(backoff, int(options.get("retries", 2)))
+        path_db = parts.path.strip("/")
+        if scheme == "unix":
+            args["unix_socket_path"] = unquote(parts.path)
+            path_db = ""
+        else:
+            args["host"] = parts.hostname or "localhost"
+            args["port"] = parts.port or 6379
+        if scheme == "rediss":
+            args["ssl"] = True
+            for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"):
+                if name in options:
+                    args[name] = options[name]
+        if path_db and not path_db.isdigit():
+            raise ValueError(
+                f"{self._shown}: the URL path must be a database number such as /0, not /{path_db}"
+            )
+        db = options.get("db")
+        if db is not None and path_db and int(path_db) != db:
+            raise ValueError(f"{self._shown}: database given twice, /{path_db} and db={db}")
+        args["db"] = db if db is not None else int(path_db or 0)
+        return args
+
+    def _connect(self) -> Any:
+        client = self._redis.Redis(**self._connect_args)
+        self._release = client.register_script(_RELEASE)
+        self._client = client
+        self._generation = fork_generation()
+        return client
+
+    @property
+    def _r(self) -> Any:
+        if self._client is None:
+            raise ClosedError(f"{self.describe()} is closed; open it again with persistdict.open()")
+        if self._generation != fork_generation():
+            # A forked child gets its own connections; writes pending in the parent belong to
+            # the parent and are not sent twice from here.
+            self._layers = []
+            self._depth = 0
+            self._watch = None
+            self._connect()
+        return self._client
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        redis = self._redis
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise ConnectionError(
+                f"can't reach Redis at {self._shown}: {exc}. Check that the server is running "
+                "and reachable; pending writes are kept and sent by the next flush()"
+            ) from exc
+        except redis.exceptions.AuthenticationError as exc:  # pragma: no cover - needs auth
+            raise PermissionError(f"Redis at {self._shown} refused the login: {exc}") from exc
+        except redis.exceptions.ReadOnlyError as exc:  # pragma: no cover - needs a replica
+            raise ReadOnlyError(f"Redis at {self._shown} is a read-only replica: {exc}") from exc
+
+    # The overlay of writes not yet sent.
+
+    def _lookup(self, key: bytes) -> Any:
+        for layer in reversed(self._layers):
+            if key in layer.writes:
+                return layer.writes[key]
+            if layer.cleared:
+                return None
+        return _UNKNOWN
+
+    def _buffer(self) -> _Layer | None:
+        if self._layers:
+            return self._layers[-1]
+        if self.commit_every:
+            self._layers.append(_Layer())
+            return self._layers[-1]
+        return None
+
+    def _queue(self, pipe: Any, layer: _Layer) -> None:
+        if layer.cleared:
+            pipe.unlink(self._key)
+        gone = [k for k, v in layer.writes.items() if v is None]
+        kept = [(k, v) for k, v in layer.writes.items() if v is not None]
+        for i in range(0, len(gone), _CHUNK):
+            pipe.hdel(self._key, *gone[i : i + _CHUNK])
+        for i in range(0, len(kept), _CHUNK):
+            pipe.hset(self._key, mapping=dict(kept[i : i + _CHUNK]))
+
+    def _send_batch(self) -> None:
+        if self._depth or not self._layers:
+            return
+        layer = self._layers[0]
+        with self._errors():
+            pipe = self._r.pipeline(transaction=True)
+            self._queue(pipe, layer)
+            pipe.execute()
+        self._layers = []
+
+    def _after_write(self) -> None:
+        if not self._depth and self._layers and len(self._layers[0].writes) >= self.commit_every:
+            self._send_batch()
+
+    # The Backend methods.
+
+    def get(self, key: str) -> Any:
+        try:
+            k = key.encode("utf-8")
+        except UnicodeEncodeError:  # never stored
+            raise KeyError(key) from None
+        found = self._lookup(k) if self._layers else _UNKNOWN
+        if found is _UNKNOWN:
+            with self._errors():
+                found = self._r.hget(self._key, k)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def contains(self, key: str) -> bool:
+        try:
+            k = key.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        found = self._lookup(k) if self._layers else _UNKNOWN
+        if found is _UNKNOWN:
+            with self._errors():
+                return bool(self._r.hexists(self._key, k))
+        return found is not None
+
+    def set(self, key: str, value: Any) -> None:
+        self.check_writable()
+        k, v = _field(key), _payload(key, value)
+        layer = self._buffer()
+        if layer is None:
+            with self._errors():
+                self._r.hset(self._key, k, v)
+            return
+        layer.writes[k] = v
+        self._after_write()
+
+    def delete(self, key: str) -> None:
+        self.check_writable()
+        try:
+            k = key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise KeyError(key) from None
+        layer = self._buffer()
+        if layer is None:
+            with self._errors():
+                if not self._r.hdel(self._key, k):
+                    raise KeyError(key)
+            return
+        if not self.contains(key):
+            raise KeyError(key)
+        layer.writes[k] = None
+        self._after_write()
+
+    def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        self.check_writable()
+        encoded = {_field(k): _payload(k, v) for k, v in items}  # refuse bad input first
+        if self._depth:
+            self._layers[-1].writes.update(encoded)
+            return
+        # One MULTI/EXEC: all of the batch (with any pending commit_every writes) or nothing.
+        batch = self._layers[0] if self._layers else _Layer()
+        batch.writes.update(encoded)
+        self._layers = [batch]
+        self._send_batch()
+
+    def clear(self) -> None:
+        self.check_writable()
+        if self._depth:
+            self._layers[-1] = _Layer(cleared=True)
+            return
+        self._layers = []
+        with self._errors():
+            self._r.unlink(self._key)
+
+    def count(self) -> int:
+        with self._errors():
+            if not self._layers:
+                return int(self._r.hlen(self._key))
+            view = _merged(self._layers)
+            if view.cleared:
+                return sum(1 for v in view.writes.values() if v is not None)
+            keys = list(view.writes)
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hlen(self._key)
+            for k in keys:
+                pipe.hexists(self._key, k)
+            total, *present = pipe.execute()
+        for k, on_server in zip(keys, present, strict=True):
+            pending = view.writes[k] is not None
+            total += int(pending) - int(bool(on_server))
+        return int(total)
+
+    def iter_items(self) -> Iterator[tuple[str, Any]]:
+        view = _merged(self._layers) if self._layers else None
+        if view is None or not view.cleared:
+            scan = self._r.hscan_iter(self._key, count=_SCAN_COUNT)
+            while True:
+                with self._errors():
+                    got = next(scan, None)
+                if got is None:
+                    break
+                k, v = got
+                if view is not None and k in view.writes:
+                    continue  # the pending version is yielded below
+                yield k.decode("utf-8"), v
+        if view is not None:
+            for k, pending in view.writes.items():
+                if pending is not None:
+                    yield k.decode("utf-8"), pending
+
+    def iter_keys(self) -> Iterator[str]:
+        for key, _ in self.iter_items():
+            yield key
+
+    # Transactions.
+
+    def _acquire(self) -> None:
+        token = secrets.token_hex(16).encode()
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        ttl_ms = max(1, int(self.lock_ttl * 1000))
+        with self._errors():
+            while not self._r.set(self._lock_key, token, nx=True, px=ttl_ms):
+                if time.monotonic() >= deadline:
+                    raise LockedError(
+                        f"{self.describe()}: another client's transaction held the hash for "
+                        f"{self.timeout:g}s; retry, or pass a longer timeout="
+                    )
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+            self._token = token
+            try:
+                self._watch = self._r.pipeline(transaction=True)
+                self._watch.watch(self._key, self._lock_key)
+            except BaseException:
+                self._end_outermost()
+                raise
+
+    def _end_outermost(self) -> None:
+        watch, self._watch = self._watch, None
+        try:
+            if watch is not None:
+                watch.reset()  # UNWATCH and give the connection back
+        finally:
+            self._release(keys=[self._lock_key], args=[self._token])
+
+    def _commit_outermost(self, layer: _Layer) -> None:
+        redis = self._redis
+        if not layer.cleared and not layer.writes:
+            with self._errors():
+                self._end_outermost()
+            return
+        with self._errors():
+            try:
+                self._watch.multi()
+                self._queue(self._watch, layer)
+                self._watch.delete(self._lock_key)
+                self._watch.execute()
+            except redis.exceptions.WatchError as exc:
+                self._end_outermost()
+                raise LockedError(
+                    f"{self.describe()}: another client wrote to the hash outside a "
+                    "transaction, or this transaction ran past lock_ttl="
+                    f"{self.lock_ttl:g}s; nothing was written. Run the block again"
+                ) from exc
+            self._watch.reset()
+            self._watch = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.check_writable()
+        if self._depth == 0:
+            self._send_batch()
+            self._acquire()
+        self._depth += 1
+        self._layers.append(_Layer())
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            self._layers.pop()
+            if self._depth == 0:
+                with self._errors():
+                    self._end_outermost()
+            raise
+        self._depth -= 1
+        layer = self._layers.pop()
+        if self._depth:
+            parent = self._layers[-1]
+            if layer.cleared:
+                parent.cleared, parent.writes = True, layer.writes
+            else:
+                parent.writes.update(layer.writes)
+            return
+        self._commit_outermost(layer)
+
+    # Lifecycle.
+
+    def flush(self) -> None:
+        if self._client is not None:
+            self._send_batch()
+
+    def close(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        if self._generation == fork_generation():
+            self._send_batch()  # if this fails the dict stays open with its pending writes
+            client.close()
+        self._client = None
+
+    def describe(self) -> str:
+        ro = " read-only" if self.read_only else ""
+        return f"redis {self._shown} hash {self.hash_name!r}{ro}"

@@ -1,0 +1,177 @@
+"""Shared test fixtures: the Redis and PostgreSQL servers that server-backed tests talk to.
+
+The servers are found at ``PERSISTDICT_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) and
+``PERSISTDICT_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``). When one
+can't be reached its tests skip with the reason, unless ``PERSISTDICT_REQUIRE_SERVERS=1`` (set
+by CI), which makes them fail instead.
+
+Every test works in its own namespace: a Redis key prefix or a PostgreSQL table named after
+the test's folder and this process id. Whatever a test created is removed after it, and
+leftovers of test runs that died are removed at the start of the session.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REDIS_URL = os.environ.get("PERSISTDICT_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "PERSISTDICT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+_REQUIRED = os.environ.get("PERSISTDICT_REQUIRE_SERVERS", "") not in ("", "0")
+_TAG = "pdtest"
+_used: dict[str, set[str]] = {"redis": set(), "postgres": set()}
+
+
+@functools.cache
+def _probe(kind: str) -> str | None:
+    """Why the server of ``kind`` can't be used, or ``None`` when it answers."""
+    try:
+        if kind == "redis":
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+            client.ping()
+            client.close()
+        else:
+            import psycopg
+
+            psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except Exception as exc:
+        return f"no {kind} server at {REDIS_URL if kind == 'redis' else POSTGRES_URL}: {exc}"
+    return None
+
+
+def server_url(kind: str) -> str:
+    """The URL of the ``redis`` or ``postgres`` test server; skips (or fails) without it."""
+    reason = _probe(kind)
+    if reason is not None:
+        if _REQUIRED:
+            pytest.fail(f"{reason} (PERSISTDICT_REQUIRE_SERVERS=1 makes this a failure)")
+        pytest.skip(reason)
+    return REDIS_URL if kind == "redis" else POSTGRES_URL
+
+
+def namespace(kind: str, folder: Path) -> str:
+    """A name private to this test folder and process: the same folder gives the same name.
+
+    For redis it is a key prefix (``pdtest:<pid>:<digest>:``), for postgres a table name; it
+    is removed after the test that used it.
+    """
+    digest = hashlib.blake2b(str(folder).encode(), digest_size=6).hexdigest()
+    name = (
+        f"{_TAG}:{os.getpid()}:{digest}:" if kind == "redis" else f"{_TAG}_{os.getpid()}_{digest}"
+    )
+    _used[kind].add(name)
+    return name
+
+
+def _drop_redis(prefixes: set[str]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for prefix in prefixes:
+            for key in client.scan_iter(match=prefix.replace("*", r"\*") + "*", count=1000):
+                client.unlink(key)
+    finally:
+        client.close()
+
+
+def _drop_postgres(tables: set[str]) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as cx:
+        for table in tables:
+            cx.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale_names(kind: str) -> set[str]:
+    """Namespaces of earlier test runs whose process is gone."""
+    found: set[str] = set()
+    if kind == "redis":
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            for key in client.scan_iter(match=f"{_TAG}:*", count=1000):
+                m = re.match(rf"{_TAG}:(\d+):", key.decode("utf-8", "replace"))
+                if m and not _pid_alive(int(m.group(1))):
+                    found.add(m.group(0))
+        finally:
+            client.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL) as cx:
+            rows = cx.execute(
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE %s", (f"{_TAG}\\_%",)
+            ).fetchall()
+        for (table,) in rows:
+            m = re.match(rf"{_TAG}_(\d+)_", table)
+            if m and not _pid_alive(int(m.group(1))):
+                found.add(table)
+    return found
+
+
+def _drop(kind: str, names: set[str]) -> None:
+    if names:
+        (_drop_redis if kind == "redis" else _drop_postgres)(names)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_stale_test_data() -> None:
+    for kind in _used:
+        if _probe(kind) is None:
+            _drop(kind, _stale_names(kind))
+
+
+@pytest.fixture(autouse=True)
+def _remove_test_data() -> Iterator[None]:
+    yield
+    for kind, names in _used.items():
+        if names:
+            taken = set(names)
+            names.clear()
+            _drop(kind, taken)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis test server's URL (skips or fails without one)."""
+    return server_url("redis")
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The PostgreSQL test server's URL (skips or fails without one)."""
+    return server_url("postgres")
+
+
+def subprocess_env() -> dict[str, Any]:
+    """Environment for a child Python that must import this checkout's persistdict."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(root) / "src"), root, env.get("PYTHONPATH", "")) if p
+    )
+    return env
