@@ -151,7 +151,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _link_previous(target: Path) -> None:
+def _link_previous(target: Path, current: os.stat_result) -> None:
     """Hard-link the current ``target`` as its previous generation; best effort.
 
     The link goes to a fresh temp name first and is then renamed over the old previous
@@ -159,6 +159,12 @@ def _link_previous(target: Path) -> None:
     without hard links (FAT, some network mounts) keep no previous generation; the write goes
     on, since the previous generation is a convenience, not part of the promise.
     """
+    with contextlib.suppress(OSError):
+        kept = os.stat(previous_path(target))
+        if (kept.st_ino, kept.st_dev) == (current.st_ino, current.st_dev):
+            # Already linked by a write that then failed: renaming a second link onto it would
+            # do nothing (POSIX) and leave that link behind.
+            return
     link = _temp_path(target)
     try:
         os.link(target, link)
@@ -216,7 +222,7 @@ def atomic_write(
             raise
         os.close(fd)  # may report a deferred write error (NFS): still before the rename
         if keep_previous and old is not None:
-            _link_previous(target)
+            _link_previous(target, old)
         replace_durably(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
