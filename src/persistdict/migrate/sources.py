@@ -103,7 +103,14 @@ def connect_read_only(path: str) -> sqlite3.Connection:
     """Open a SQLite file so that nothing can be written to it; errors name the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(2, f"no such file: {path!r}", path)
+    with open(path, "rb") as f:
+        header = f.read(20)
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    if len(header) == 20 and header[18] == 2 and not os.path.exists(path + "-wal"):
+        # A WAL database closed cleanly: everything is in the main file. Reading it with
+        # mode=ro alone would leave new -wal and -shm files beside it; immutable reads
+        # without them. (With a -wal present another program may be using it: plain ro.)
+        uri += "&immutable=1"
     try:
         cx = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         cx.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -235,9 +242,23 @@ class SqliteTableSource(Source):
 _MODE_RAW, _MODE_BINARY, _MODE_TEXT, _MODE_PICKLE = 1, 2, 3, 4
 
 
+_DISKCACHE_COLUMNS = {"key", "raw", "mode", "filename", "value", "expire_time"}
+
+
+def _diskcache_db_path(path: str) -> str:
+    return os.path.join(path, "cache.db") if os.path.isdir(path) else path
+
+
+def _has_diskcache_schema(cx: sqlite3.Connection) -> bool:
+    names = {row[0] for row in cx.execute("SELECT name FROM sqlite_master")}
+    if not {"Cache", "Settings"} <= names:
+        return False
+    return {row[1] for row in cx.execute("PRAGMA table_info(Cache)")} >= _DISKCACHE_COLUMNS
+
+
 def diskcache_database(path: str) -> str | None:
     """The ``cache.db`` of a diskcache folder (or the file itself), if ``path`` is one."""
-    db = os.path.join(path, "cache.db") if os.path.isdir(path) else path
+    db = _diskcache_db_path(path)
     try:
         with open(db, "rb") as f:
             if f.read(16) != SQLITE_HEADER:
@@ -246,15 +267,11 @@ def diskcache_database(path: str) -> str | None:
     except (OSError, CorruptError):
         return None
     try:
-        names = {row[0] for row in cx.execute("SELECT name FROM sqlite_master")}
-        if not {"Cache", "Settings"} <= names:
-            return None
-        columns = {row[1] for row in cx.execute("PRAGMA table_info(Cache)")}
+        return db if _has_diskcache_schema(cx) else None
     except sqlite3.DatabaseError:
         return None
     finally:
         cx.close()
-    return db if {"key", "raw", "mode", "filename", "value", "expire_time"} <= columns else None
 
 
 class DiskcacheSource(Source):
@@ -268,17 +285,22 @@ class DiskcacheSource(Source):
     left_out_reason = "expired diskcache entries"
 
     def __init__(self, path: str) -> None:
-        db = diskcache_database(path)
-        if db is None:
-            if not os.path.exists(path):
-                raise FileNotFoundError(2, f"no such file or folder: {path!r}", path)
+        db = _diskcache_db_path(path)
+        self.folder = os.path.dirname(os.path.abspath(db))
+        super().__init__(f"diskcache {path!r}")
+        self._cx = connect_read_only(db)
+        try:
+            with _sqlite_errors(self.label):
+                is_diskcache = _has_diskcache_schema(self._cx)
+        except BaseException:
+            self._cx.close()
+            raise
+        if not is_diskcache:
+            self._cx.close()
             raise ValueError(
                 f"{path!r} is not a diskcache folder: it needs a cache.db holding diskcache's "
                 "Cache and Settings tables"
             )
-        self.folder = os.path.dirname(os.path.abspath(db))
-        super().__init__(f"diskcache {path!r}")
-        self._cx = connect_read_only(db)
         self._now = time.time()
         live = "(expire_time IS NULL OR expire_time > ?)"
         self._select = (

@@ -84,13 +84,10 @@ def writing(
             yield pair
         return
     table_was_new = path is not None and chosen == "sqlite" and not _has_table(path, table)
+    if existing == "refuse" and not table_was_new:
+        _refuse_if_filled(target, chosen, table, options)
     d = persistdict.open(target, "c", backend=chosen, table=table, **options)
     try:
-        if existing == "refuse" and len(d):
-            raise DestinationExistsError(
-                f"{d.backend.describe()} already holds {len(d)} keys; pass --replace to "
-                "replace them or --merge to add to them (Python: existing='replace'|'merge')"
-            )
         with d.transaction():
             if existing == "replace":
                 d.clear()
@@ -101,6 +98,17 @@ def writing(
             _drop_if_empty(path, table)
         raise
     d.close()
+
+
+def _refuse_if_filled(target: str, backend: str, table: str, options: dict[str, Any]) -> None:
+    # Looked at read-only: opening a snapshot file for writing may rewrite it on close.
+    with persistdict.open(target, "r", backend=backend, table=table, **options) as d:
+        if len(d):
+            raise DestinationExistsError(
+                f"{d.backend.describe().replace(' read-only', '')} already holds {len(d)} "
+                "keys; pass --replace to replace them or --merge to add to them (Python: "
+                "existing='replace' or 'merge')"
+            )
 
 
 @contextmanager
