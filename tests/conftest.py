@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,8 @@ REDIS_URL = os.environ.get("PERSISTDICT_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "PERSISTDICT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+#: PERSISTDICT_STRESS multiplies the size of multi-client and kill runs, for long runs by hand.
+STRESS = int(os.environ.get("PERSISTDICT_STRESS", "1"))
 _REQUIRED = os.environ.get("PERSISTDICT_REQUIRE_SERVERS", "") not in ("", "0")
 _TAG = "pdtest"
 _used: dict[str, set[str]] = {"redis": set(), "postgres": set()}
@@ -175,3 +182,85 @@ def subprocess_env() -> dict[str, Any]:
         p for p in (str(Path(root) / "src"), root, env.get("PYTHONPATH", "")) if p
     )
     return env
+
+
+_INCREMENT = """
+import json, sys, persistdict
+with persistdict.open(sys.argv[1], **json.loads(sys.argv[2])) as d:
+    for _ in range(int(sys.argv[3])):
+        with d.transaction():
+            d["n"] = d.get("n", 0) + 1
+"""
+
+_WRITE_UNTIL_KILLED = """
+import json, sys, persistdict
+d = persistdict.open(sys.argv[1], **json.loads(sys.argv[2]))
+i = 0
+while True:
+    d[f"k{i}"] = i
+    print(i, flush=True)  # only after the assignment returned
+    i += 1
+"""
+
+
+def increment_concurrently(target: str, options: dict[str, Any], rounds: int) -> None:
+    """Two other processes and this one each add 1 to ``d["n"]`` ``rounds`` times, every
+    time in ``transaction()``; returns when all are done."""
+    args = [sys.executable, "-c", _INCREMENT, target, json.dumps(options), str(rounds)]
+    procs = [subprocess.Popen(args, env=subprocess_env()) for _ in range(2)]
+    import persistdict
+
+    with persistdict.open(target, **options) as d:
+        for _ in range(rounds):
+            with d.transaction():
+                d["n"] = d.get("n", 0) + 1
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+
+
+def acknowledged_before_kill(target: str, options: dict[str, Any], writes: int) -> list[int]:
+    """Run a process writing ``d[f"k{i}"] = i`` in a loop, SIGKILL it after ``writes``
+    acknowledged writes, and return every ``i`` whose assignment had returned."""
+    args = [sys.executable, "-c", _WRITE_UNTIL_KILLED, target, json.dumps(options)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    assert proc.stdout is not None
+    done = [int(proc.stdout.readline()) for _ in range(writes)]
+    proc.send_signal(signal.SIGKILL)
+    done += [int(line) for line in proc.stdout.read().split()]
+    proc.wait()
+    return done
+
+
+def check_waiting_transaction_times_out(open_dict: Callable[..., Any]) -> None:
+    """While one client is inside ``transaction()``, another's waits ``timeout`` seconds and
+    raises LockedError; once the first block ends it gets in. ``open_dict(**options)`` opens
+    the same dict each time."""
+    from persistdict import LockedError
+
+    with open_dict() as d, open_dict(timeout=0.2) as other:
+        with d.transaction():
+            d["a"] = 1
+            started = time.monotonic()
+            with pytest.raises(LockedError, match="timeout="), other.transaction():
+                pass
+            assert time.monotonic() - started >= 0.2
+        with other.transaction():
+            other["b"] = 2
+        assert d == {"a": 1, "b": 2}
+
+
+def check_fork_child_uses_the_dict(open_dict: Callable[..., Any]) -> None:
+    """A dict opened before ``os.fork()`` works in the child (its own connection or
+    environment) and afterwards still in the parent."""
+    with open_dict() as d:
+        d["parent"] = 1
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                d["child"] = d["parent"] + 1
+                d.close()
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        d["after"] = 3
+        assert d == {"parent": 1, "child": 2, "after": 3}

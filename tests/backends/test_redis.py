@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +16,15 @@ import pytest
 import persistdict
 from persistdict import LockedError, PersistDict
 from persistdict.testing import MappingConformance
-from tests.conftest import namespace, server_url, subprocess_env
-
-# PERSISTDICT_STRESS multiplies the size of the multi-client runs for a long run by hand.
-STRESS = int(os.environ.get("PERSISTDICT_STRESS", "1"))
+from tests.conftest import (
+    STRESS,
+    acknowledged_before_kill,
+    check_fork_child_uses_the_dict,
+    check_waiting_transaction_times_out,
+    increment_concurrently,
+    namespace,
+    server_url,
+)
 
 
 class TestRedis(MappingConformance):
@@ -107,26 +110,11 @@ def test_commit_every_batches_until_full_or_flushed(tmp_path: Path) -> None:
         assert other == {"b": 2, "c": 3}
 
 
-_INCREMENT = """
-import sys, persistdict
-d = persistdict.open(sys.argv[1], prefix=sys.argv[2], timeout=60)
-for _ in range(int(sys.argv[3])):
-    with d.transaction():
-        d["n"] = d.get("n", 0) + 1
-d.close()
-"""
-
-
 def test_two_clients_incrementing_in_transactions_end_exact(tmp_path: Path) -> None:
-    prefix, rounds = namespace("redis", tmp_path), 150 * STRESS
-    args = [sys.executable, "-c", _INCREMENT, server_url("redis"), prefix, str(rounds)]
-    procs = [subprocess.Popen(args, env=subprocess_env()) for _ in range(2)]
+    options = {"prefix": namespace("redis", tmp_path), "timeout": 60}
+    increment_concurrently(server_url("redis"), options, 150 * STRESS)
     with _open(tmp_path) as d:
-        for _ in range(rounds):  # this process is a third client
-            with d.transaction():
-                d["n"] = d.get("n", 0) + 1
-        assert [p.wait(timeout=120) for p in procs] == [0, 0]
-        assert d["n"] == 3 * rounds
+        assert d["n"] == 3 * 150 * STRESS
 
 
 def test_a_plain_write_during_a_transaction_makes_it_fail_whole(tmp_path: Path) -> None:
@@ -143,57 +131,18 @@ def test_a_plain_write_during_a_transaction_makes_it_fail_whole(tmp_path: Path) 
 
 
 def test_a_waiting_transaction_times_out_with_locked_error(tmp_path: Path) -> None:
-    with _open(tmp_path) as d, _open(tmp_path, timeout=0.2) as other:
-        with d.transaction():
-            d["a"] = 1
-            started = time.monotonic()
-            with pytest.raises(LockedError, match="timeout="), other.transaction():
-                pass
-            assert time.monotonic() - started >= 0.2
-        with other.transaction():  # free again once the first block ended
-            other["b"] = 2
-        assert d == {"a": 1, "b": 2}
-
-
-_WRITER = """
-import sys, persistdict
-d = persistdict.open(sys.argv[1], prefix=sys.argv[2])
-i = 0
-while True:
-    d[f"k{i}"] = i
-    print(i, flush=True)
-    i += 1
-"""
+    check_waiting_transaction_times_out(lambda **options: _open(tmp_path, **options))
 
 
 def test_a_killed_client_loses_no_acknowledged_write(tmp_path: Path) -> None:
-    prefix = namespace("redis", tmp_path)
-    args = [sys.executable, "-c", _WRITER, server_url("redis"), prefix]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=subprocess_env())
-    assert proc.stdout is not None
-    acknowledged = [int(proc.stdout.readline()) for _ in range(200 * STRESS)]
-    proc.send_signal(signal.SIGKILL)
-    acknowledged += [int(line) for line in proc.stdout.read().split()]
-    proc.wait()
+    options = {"prefix": namespace("redis", tmp_path)}
+    done = acknowledged_before_kill(server_url("redis"), options, 200 * STRESS)
     with _open(tmp_path) as d:
-        missing = [i for i in acknowledged if d.get(f"k{i}") != i]
-        assert missing == []
+        assert [i for i in done if d.get(f"k{i}") != i] == []
 
 
 def test_fork_child_reconnects_and_parent_keeps_working(tmp_path: Path) -> None:
-    with _open(tmp_path) as d:
-        d["parent"] = 1
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            try:
-                d["child"] = d["parent"] + 1
-                d.close()
-            finally:
-                os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        assert status == 0
-        d["after"] = 3
-        assert d == {"parent": 1, "child": 2, "after": 3}
+    check_fork_child_uses_the_dict(lambda **options: _open(tmp_path, **options))
 
 
 # A throwaway server, stopped and started by the test.

@@ -32,7 +32,7 @@ _BUILTIN: dict[str, str] = {
     "dbm": "persistdict.backends.dbm_file:DbmBackend",
     "memory": "persistdict.backends.memory:MemoryBackend",
     "redis": "persistdict.backends.redis_hash:RedisBackend",
-    # "postgres": "persistdict.backends.postgres_table:PostgresBackend",
+    "postgres": "persistdict.backends.postgres_table:PostgresBackend",
     # "lmdb": "persistdict.backends.lmdb_env:LmdbBackend",
 }
 

@@ -1,0 +1,198 @@
+"""PostgreSQL backend: the shared suite against the real server, plus what only it has."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import persistdict
+from persistdict import CorruptError, PersistDict
+from persistdict.testing import MappingConformance
+from tests.conftest import (
+    STRESS,
+    acknowledged_before_kill,
+    check_fork_child_uses_the_dict,
+    check_waiting_transaction_times_out,
+    increment_concurrently,
+    namespace,
+    server_url,
+)
+
+
+class TestPostgres(MappingConformance):
+    file_based = False
+
+    def open_dict(self, folder: Path, **options: Any) -> PersistDict:
+        table = namespace("postgres", folder)
+        return persistdict.open(server_url("postgres"), table=table, **options)
+
+
+class TestPostgresPickle(MappingConformance):
+    file_based = False
+
+    def open_dict(self, folder: Path, **options: Any) -> PersistDict:
+        table = namespace("postgres", folder)
+        return persistdict.open(server_url("postgres"), table=table, serializer="pickle", **options)
+
+    def unstorable(self) -> Any:
+        return threading.Lock()
+
+
+def _open(folder: Path, **options: Any) -> PersistDict:
+    return TestPostgres().open_dict(folder, **options)
+
+
+def _sql(query: str, *params: Any) -> list[Any]:
+    import psycopg
+
+    with psycopg.connect(server_url("postgres"), autocommit=True) as cx:
+        cur = cx.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def test_json_values_are_queryable_jsonb_and_round_trip_exactly(tmp_path: Path) -> None:
+    table = namespace("postgres", tmp_path)
+    tricky = {"zeta": 1, "a": 1e16, "neg": -0.0, "big": 2**70, "nan": float("nan")}
+    with _open(tmp_path) as d:
+        d["user"] = {"name": "ada", "langs": ["en", "fr"], "id": 7}
+        d["tricky"] = tricky
+        d["nul"] = "a\x00b"
+        back = d["tricky"]
+        assert list(back) == list(tricky)  # key order kept (jsonb alone sorts keys)
+        assert isinstance(back["a"], float)  # jsonb alone would give 10000000000000000
+        assert str(back["neg"]) == "-0.0"
+        assert back["nan"] != back["nan"]
+        assert d["nul"] == "a\x00b"
+    rows = _sql(f"SELECT value->>'name', value->'langs'->>1 FROM {table} WHERE key = 'user'")
+    assert rows == [("ada", "fr")]
+    # jsonb can't hold NaN or \u0000: those rows have no document, only the exact text.
+    assert _sql(f"SELECT key FROM {table} WHERE value IS NULL ORDER BY key") == [
+        ("nul",),
+        ("tricky",),
+    ]
+    columns = _sql(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = %s ORDER BY ordinal_position",
+        table,
+    )
+    assert columns == [("key", "text"), ("value", "jsonb"), ("raw", "text")]
+
+
+def test_other_serializers_get_a_bytea_column(tmp_path: Path) -> None:
+    with TestPostgresPickle().open_dict(tmp_path) as d:
+        d["s"] = {1, 2}
+    table = namespace("postgres", tmp_path)
+    columns = _sql(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = %s ORDER BY ordinal_position",
+        table,
+    )
+    assert columns == [("key", "text"), ("value", "bytea")]
+
+
+def test_a_foreign_table_is_refused_untouched(tmp_path: Path) -> None:
+    table = namespace("postgres", tmp_path)
+    _sql(f"CREATE TABLE {table} (id int, name text)")
+    _sql(f"INSERT INTO {table} VALUES (1, 'x')")
+    with pytest.raises(CorruptError, match=r"not created by persistdict \(columns: id integer"):
+        _open(tmp_path, flag="n")
+    assert _sql(f"SELECT * FROM {table}") == [(1, "x")]
+
+
+def test_nul_in_a_key_is_refused_clearly(tmp_path: Path) -> None:
+    with _open(tmp_path) as d:
+        with pytest.raises(ValueError, match="can't hold NUL"):
+            d["a\x00b"] = 1
+        assert "a\x00b" not in d
+        assert d.get("a\x00b") is None
+        with pytest.raises(ValueError, match="can't hold NUL"):
+            d.update({"fine": 1, "a\x00": 2})
+        assert len(d) == 0
+
+
+def test_large_update_is_one_transaction(tmp_path: Path) -> None:
+    with _open(tmp_path) as d, _open(tmp_path) as other:
+        d.update((f"k{i}", i) for i in range(5000))  # COPY path
+        d.update([("k1", "first"), ("k1", "last")])  # a repeated key: the last value wins
+        assert len(other) == 5000
+        assert other["k4999"] == 4999
+        assert other["k1"] == "last"
+
+
+def test_url_options_and_libpq_parameters(tmp_path: Path) -> None:
+    table = namespace("postgres", tmp_path)
+    url = server_url("postgres") + "?application_name=pdtest_app&timeout=3&schema=public"
+    with persistdict.open(url, table=table) as d:
+        d["a"] = 1
+        assert d.backend.timeout == 3.0  # type: ignore[attr-defined]
+        names = _sql("SELECT application_name FROM pg_stat_activity")
+        assert ("pdtest_app",) in names
+    with pytest.raises(ValueError, match="given twice"):
+        persistdict.open(url, table=table, timeout=4)
+
+
+def test_two_clients_incrementing_in_transactions_end_exact(tmp_path: Path) -> None:
+    options = {"table": namespace("postgres", tmp_path), "timeout": 60}
+    increment_concurrently(server_url("postgres"), options, 100 * STRESS)
+    with _open(tmp_path) as d:
+        assert d["n"] == 3 * 100 * STRESS
+
+
+def test_a_plain_write_waits_for_a_transaction_instead_of_being_lost(tmp_path: Path) -> None:
+    with _open(tmp_path) as d, _open(tmp_path) as other:
+        d["n"] = 0
+        writer = threading.Thread(target=other.__setitem__, args=("n", 100))
+        with d.transaction():
+            n = d["n"]
+            writer.start()
+            time.sleep(0.3)
+            assert writer.is_alive()  # the plain write waits for the table lock
+            d["n"] = n + 1
+        writer.join(timeout=10)
+        assert d["n"] == 100  # applied after the block, not overwritten by it
+
+
+def test_a_waiting_transaction_times_out_with_locked_error(tmp_path: Path) -> None:
+    check_waiting_transaction_times_out(lambda **options: _open(tmp_path, **options))
+
+
+def test_a_killed_client_loses_no_committed_write(tmp_path: Path) -> None:
+    options = {"table": namespace("postgres", tmp_path)}
+    done = acknowledged_before_kill(server_url("postgres"), options, 100 * STRESS)
+    with _open(tmp_path) as d:
+        assert [i for i in done if d.get(f"k{i}") != i] == []
+
+
+def test_a_dropped_connection_reconnects_between_calls(tmp_path: Path) -> None:
+    with _open(tmp_path) as d:
+        d["a"] = 1
+        pid = d.backend._conn.info.backend_pid  # type: ignore[attr-defined]
+        _sql("SELECT pg_terminate_backend(%s)", pid)
+        assert d["a"] == 1  # reconnected and read again
+        d["b"] = 2
+        with pytest.raises(ConnectionError, match="rolled back"), d.transaction():
+            d["c"] = 3
+            pid = d.backend._conn.info.backend_pid  # type: ignore[attr-defined]
+            _sql("SELECT pg_terminate_backend(%s)", pid)
+            d["d"] = 4
+        assert d == {"a": 1, "b": 2}
+
+
+def test_server_down_names_the_url_with_the_password_masked() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://app:hunter2@127.0.0.1:{port}/test?connect_timeout=2"
+    with pytest.raises(ConnectionError) as info:
+        persistdict.open(url)
+    assert f"postgresql://app:***@127.0.0.1:{port}/test" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_fork_child_gets_its_own_connection(tmp_path: Path) -> None:
+    check_fork_child_uses_the_dict(lambda **options: _open(tmp_path, **options))
