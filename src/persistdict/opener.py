@@ -90,6 +90,8 @@ def open(
     options.update(backend_options)
     defaults = {"mode": None, "table": "items", "commit_every": 0}
     accepted = _accepted_options(factory)
+    if accepted is not None and "serializer" in accepted:
+        options["serializer"] = codec  # e.g. postgres picks jsonb or bytea columns from it
     if accepted is not None:
         for name in list(options):
             if name in accepted:
