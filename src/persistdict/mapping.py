@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from persistdict.backends.base import Backend, BackendBase, adapt
-from persistdict.errors import ClosedError
+from persistdict.errors import ClosedError, CorruptError
 from persistdict.serializers import Serializer, serializer_for
 
 __all__ = ["PersistDict"]
@@ -109,6 +109,14 @@ class PersistDict(MutableMapping[str, Any]):
             self._raise_closed()
         return backend
 
+    def _undecodable(self, key: str, exc: Exception) -> CorruptError:
+        # A damaged file, or one written with another serializer: say which, change nothing.
+        return CorruptError(
+            f"{self._label}: the stored value of key {key!r} can't be decoded by "
+            f"{self._serializer!r} ({type(exc).__name__}: {exc}). It was left untouched; open "
+            "with the serializer that wrote it, or run check() and restore a backup"
+        )
+
     def _raise_closed(self) -> NoReturn:
         raise ClosedError(f"{self!r} is closed; open it again with persistdict.open()")
 
@@ -145,7 +153,10 @@ class PersistDict(MutableMapping[str, Any]):
             raw = backend.get(key)
         if self._stores_objects:
             return raw
-        value = self._loads(raw)
+        try:
+            value = self._loads(raw)
+        except Exception as exc:
+            raise self._undecodable(key, exc) from exc
         if cache is not None:
             with self._lock:
                 cache.setdefault(key, (value, raw))
@@ -219,7 +230,11 @@ class PersistDict(MutableMapping[str, Any]):
             if cache is not None and key in cache:
                 yield key, cache[key][0]
             else:
-                yield key, loads(raw)
+                try:
+                    value = loads(raw)
+                except Exception as exc:
+                    raise self._undecodable(key, exc) from exc
+                yield key, value
 
     def keys(self) -> KeysView[str]:
         return KeysView(self)

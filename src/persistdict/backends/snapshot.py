@@ -8,6 +8,7 @@ lock and see whole versions only, because every write replaces the file atomical
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import hashlib
@@ -113,6 +114,13 @@ class SnapshotBackend(BackendBase):
                 raise CorruptError(f"{self._fault(raw, exc)}. {self._way_back()}") from exc
             data, raw = self._recover(self._fault(raw, exc), exc)
         self._data = data
+        if not self.read_only:  # readers never flush: spare them the cost
+            # Compare later flushes with the data as this backend writes it, so a file with
+            # other spacing or quoting (by hand, another program) is not rewritten by a flush
+            # that changed nothing. Data that can't be encoded keeps the file's own digest:
+            # the first flush then names the culprit.
+            with contextlib.suppress(TypeError, ValueError):
+                raw = self.encode(data)
         self._digest = hashlib.blake2b(raw).digest()
 
     def _way_back(self) -> str:

@@ -216,6 +216,13 @@ class SqliteBackend(BackendBase):
             return OSError(errno.EIO, f"can't open {self.path!r}: {text}", self.path)
         return exc
 
+    def _damaged(self, what: str) -> CorruptError:
+        # The table's schema forbids this, so the file was damaged or edited by another program.
+        return CorruptError(
+            f"{self.path!r} table {self.table!r} holds {what}: the file is damaged. Run "
+            "check() (PRAGMA integrity_check) to see more, and restore a backup"
+        )
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
@@ -257,6 +264,8 @@ class SqliteBackend(BackendBase):
                 row = None
         if row is None:
             raise KeyError(key)
+        if row[0] is None:
+            raise self._damaged(f"a NULL value for key {key!r}")
         return row[0]
 
     def contains(self, key: str) -> bool:
@@ -345,6 +354,8 @@ class SqliteBackend(BackendBase):
         with self._errors():
             rows = self._conn.execute(first).fetchall()
         while rows:
+            if any(type(row[0]) is not str for row in rows):
+                raise self._damaged("a key that is not text")
             yield rows
             if len(rows) < _PAGE:
                 return
