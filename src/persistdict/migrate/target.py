@@ -18,6 +18,7 @@ import dbm
 import os
 import shutil
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ import persistdict
 from persistdict.backends import backend_class
 from persistdict.detect import detect_backend
 from persistdict.fileio import fsync_directory, fsync_file
+from persistdict.locking import FileLock
 from persistdict.mapping import PersistDict
 from persistdict.migrate.sources import connect_read_only
 from persistdict.urls import split_scheme, url_path
@@ -83,6 +85,10 @@ def writing(
         with _new_file(path, chosen, table, options) as pair:
             yield pair
         return
+    if path is not None and getattr(factory, "stores_objects", False):
+        with _new_snapshot(path, chosen, existing, options) as pair:
+            yield pair
+        return
     table_was_new = path is not None and chosen == "sqlite" and not _has_table(path, table)
     if existing == "refuse" and not table_was_new:
         _refuse_if_filled(target, chosen, table, options)
@@ -104,16 +110,44 @@ def _refuse_if_filled(target: str, backend: str, table: str, options: dict[str, 
     # Looked at read-only: opening a snapshot file for writing may rewrite it on close.
     with persistdict.open(target, "r", backend=backend, table=table, **options) as d:
         if len(d):
-            raise DestinationExistsError(
-                f"{d.backend.describe().replace(' read-only', '')} already holds {len(d)} "
-                "keys; pass --replace to replace them or --merge to add to them (Python: "
-                "existing='replace' or 'merge')"
-            )
+            raise _exists_error(_label(d), len(d))
+
+
+def _label(d: PersistDict) -> str:
+    return d.backend.describe().replace(" read-only", "")
+
+
+def _exists_error(label: str, count: int) -> DestinationExistsError:
+    return DestinationExistsError(
+        f"{label} already holds {count} keys; pass --replace to replace them or --merge to "
+        "add to them (Python: existing='replace' or 'merge')"
+    )
+
+
+@contextmanager
+def _new_snapshot(
+    path: str, backend: str, existing: str, options: dict[str, Any]
+) -> Iterator[tuple[PersistDict, str]]:
+    # An existing snapshot file is replaced by a whole new one, built beside it under its
+    # writer lock. Opening it for writing instead would rewrite it on close even after a
+    # failure (in the backend's own layout), and the promise is: a failure changes no byte.
+    lock = FileLock(path, options.get("timeout", 10.0))
+    lock.acquire()
+    try:
+        with persistdict.open(path, "r", backend=backend, **options) as current:
+            if existing == "refuse" and len(current):
+                raise _exists_error(_label(current), len(current))
+            keep = {} if existing == "replace" else dict(current.items())
+        with _new_file(path, backend, "items", options, replacing=True) as (d, label):
+            d.update(keep)
+            yield d, label
+    finally:
+        lock.release()
 
 
 @contextmanager
 def _new_file(
-    path: str, backend: str, table: str, options: dict[str, Any]
+    path: str, backend: str, table: str, options: dict[str, Any], *, replacing: bool = False
 ) -> Iterator[tuple[PersistDict, str]]:
     folder, name = os.path.split(os.path.abspath(path))
     scratch = tempfile.mkdtemp(dir=folder, prefix=f".{name}.persistdict-convert-")
@@ -130,12 +164,15 @@ def _new_file(
                 yield d, label
         finally:
             d.close()
-        _move_into_place(scratch, folder, name)
+        if replacing:
+            # Keep the permission bits of the file being replaced, as every rewrite does.
+            os.chmod(os.path.join(scratch, name), stat.S_IMODE(os.stat(path).st_mode))
+        _move_into_place(scratch, folder, name, replacing=replacing)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _move_into_place(scratch: str, folder: str, name: str) -> None:
+def _move_into_place(scratch: str, folder: str, name: str, *, replacing: bool = False) -> None:
     # The backend may have made several files (dbm.dumb: .dat, .dir, .bak); move the ones
     # named after the destination and leave lock files behind.
     produced = sorted(e for e in os.listdir(scratch) if e == name or e.startswith(name + "."))
@@ -149,7 +186,7 @@ def _move_into_place(scratch: str, folder: str, name: str) -> None:
                 os.close(fd)
     for entry in produced:
         final = os.path.join(folder, entry)
-        if os.path.lexists(final):
+        if os.path.lexists(final) and not (replacing and entry == name):
             raise DestinationExistsError(
                 f"{final!r} appeared while the copy ran; the copy was not moved into place"
             )
