@@ -17,9 +17,23 @@ from pathlib import Path
 
 from persistdict.errors import LockedError
 
-__all__ = ["FileLock", "lock_path_for"]
+__all__ = ["DEFAULT_TIMEOUT", "FileLock", "check_timeout", "lock_path_for"]
+
+#: Seconds a writer waits for another process's lock before ``LockedError``: long enough to
+#: ride out another process's flush or transaction, short enough that a stuck holder is
+#: reported rather than hanging a web request. Shared by every backend that waits on a lock.
+DEFAULT_TIMEOUT = 10.0
 
 _held: weakref.WeakSet[FileLock] = weakref.WeakSet()
+
+
+def check_timeout(timeout: object) -> float:
+    """Return ``timeout`` as a float if it is a finite number of seconds >= 0, else raise."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not 0 <= timeout < float("inf"):
+        raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
+    return float(timeout)
 
 
 def lock_path_for(path: str | os.PathLike[str]) -> Path:
@@ -50,10 +64,10 @@ def _try_lock(fd: int) -> bool:
 class FileLock:
     """An exclusive lock held by one writer of ``path`` at a time, across processes."""
 
-    def __init__(self, path: str | os.PathLike[str], timeout: float = 10.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], timeout: float = DEFAULT_TIMEOUT) -> None:
         self.data_path = os.fspath(path)
         self.path = lock_path_for(path)
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self._fd: int | None = None
 
     @property
@@ -61,7 +75,18 @@ class FileLock:
         return self._fd is not None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        """Take the lock, waiting up to ``timeout`` seconds; ``LockedError`` after that."""
+        if self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError as exc:
+            # The side file was left by another user (created 0o644 under their umask): a
+            # read-only descriptor can still be locked, so it must not block this writer.
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except OSError:
+                raise exc from None
         deadline = time.monotonic() + self.timeout
         delay = 0.005
         try:
@@ -69,6 +94,8 @@ class FileLock:
                 if time.monotonic() >= deadline:
                     holder = self._holder_pid(fd)
                     by = f" by process {holder}" if holder else ""
+                    if holder == os.getpid():
+                        by += " (this process: another dict open on the same file)"
                     raise LockedError(
                         f"{self.data_path!r} is locked for writing{by}; waited {self.timeout:g}s."
                         " Close the other writer, pass a longer timeout=, or open with flag='r'"

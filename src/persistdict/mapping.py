@@ -227,14 +227,16 @@ class PersistDict(MutableMapping[str, Any]):
             return
         loads, cache = self._loads, self._cache
         for key, raw in self._locked_chunks(it):
-            if cache is not None and key in cache:
-                yield key, cache[key][0]
-            else:
-                try:
-                    value = loads(raw)
-                except Exception as exc:
-                    raise self._undecodable(key, exc) from exc
-                yield key, value
+            # One lookup, not `in` then `[]`: another thread may drop the key in between.
+            hit = cache.get(key) if cache is not None else None
+            if hit is not None:
+                yield key, hit[0]
+                continue
+            try:
+                value = loads(raw)
+            except Exception as exc:
+                raise self._undecodable(key, exc) from exc
+            yield key, value
 
     def keys(self) -> KeysView[str]:
         return KeysView(self)
@@ -251,13 +253,20 @@ class PersistDict(MutableMapping[str, Any]):
         except KeyError:
             return default
 
-    # Read-modify-write operations run in one transaction, so they are atomic across
-    # processes on backends that can offer it.
+    # Read-modify-write operations are atomic: across processes, in a storage transaction
+    # (which takes the write lock up front) where several processes may write one store;
+    # under the dict's lock where one writer owns the storage (snapshot files, dbm, memory),
+    # since a transaction there would copy, and save, the whole file on every call.
+
+    def _atomic(self) -> contextlib.AbstractContextManager[Any]:
+        backend = self.backend
+        shared = backend.native_transactions and backend.persistent
+        return self.transaction() if shared and not self._stores_objects else self._lock
 
     def pop(self, key: str, default: Any = _MISSING) -> Any:
         if not isinstance(key, str):
             _bad_key(key)
-        with self.transaction():
+        with self._atomic():
             try:
                 value = self[key]
             except KeyError:
@@ -268,7 +277,7 @@ class PersistDict(MutableMapping[str, Any]):
             return value
 
     def popitem(self) -> tuple[str, Any]:
-        with self.transaction():
+        with self._atomic():
             try:
                 key = next(iter(self.backend.iter_keys()))
             except StopIteration:
@@ -280,7 +289,11 @@ class PersistDict(MutableMapping[str, Any]):
     def setdefault(self, key: str, default: Any = None) -> Any:
         if not isinstance(key, str):
             _bad_key(key)
-        with self.transaction():
+        try:  # a present key needs no write lock, so a read-only dict answers too
+            return self[key]
+        except KeyError:
+            pass
+        with self._atomic():
             try:
                 return self[key]
             except KeyError:
@@ -466,6 +479,16 @@ class PersistDict(MutableMapping[str, Any]):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _after_fork_in_child(self) -> None:
+        # A lock another parent thread held at fork() would stay held forever in the child,
+        # where that thread does not exist, and hang its first use of the dict: reset it. A lock
+        # the forking thread holds is kept; that thread releases it as its block unwinds.
+        lock: Any = self._lock
+        if hasattr(lock, "_at_fork_reinit") and not lock._is_owned():
+            lock._at_fork_reinit()
+            self._journals = []
+            self._tx_depth = 0
+
     def __reduce__(self) -> Any:
         raise TypeError(
             f"{self!r} can't be pickled: it is tied to open storage. Pickle dict(d) instead, "
@@ -504,6 +527,8 @@ def _close_all_at_exit() -> None:
 def _forget_after_fork() -> None:
     global _owner_pid
     # The child inherits the parent's dicts; it must not save them at its own exit.
+    for d in _open_dicts.values():
+        d._after_fork_in_child()
     _open_dicts.clear()
     _owner_pid = os.getpid()
 

@@ -22,11 +22,9 @@ from typing import Any, ClassVar
 from persistdict.backends.base import BackendBase, fork_generation
 from persistdict.errors import ClosedError, CorruptError
 from persistdict.fileio import atomic_write, previous_path, remove_stale_temps, restore_previous
-from persistdict.locking import FileLock
+from persistdict.locking import DEFAULT_TIMEOUT, FileLock
 
 __all__ = ["SnapshotBackend"]
-
-DEFAULT_TIMEOUT = 10.0
 
 
 class SnapshotBackend(BackendBase):
@@ -77,6 +75,9 @@ class SnapshotBackend(BackendBase):
             self._lock.acquire()
         try:
             if not self.read_only:
+                # Look again with the lock held: the writer we waited for may have created the
+                # file meanwhile, and an empty file written over it would lose all it saved.
+                exists = os.path.exists(self.path)
                 remove_stale_temps(self.path)
             if flag == "n" or not exists:
                 # flag="n" may replace a damaged file: don't make it the previous generation.
@@ -223,9 +224,16 @@ class SnapshotBackend(BackendBase):
     def _check_process(self) -> None:
         if self._fork_generation != fork_generation():
             raise ClosedError(
-                f"{self.path!r} was opened for writing in the parent process before fork(); "
-                "the child must open it again with persistdict.open()"
+                f"{self.path!r} was opened for writing in the parent process before fork(), "
+                "and the parent holds its write lock: this copy can't be changed or saved. "
+                "Read it, or open the file again in the child with persistdict.open() (it waits "
+                "for the parent to close it)"
             )
+
+    def check_writable(self) -> None:
+        # A change in a forked child could never be saved: refuse it now rather than drop it.
+        super().check_writable()
+        self._check_process()
 
     # The mapping operations.
 
