@@ -413,3 +413,35 @@ def test_console_script_is_installed() -> None:
         pytest.skip(f"no console script beside {sys.executable} (not installed with pip)")
     result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == persistdict.__version__
+
+
+def test_interrupted_convert_leaves_no_destination(tmp_path: Path) -> None:
+    import signal
+    import sqlite3
+    import time
+
+    src = tmp_path / "big.sqlite"
+    with sqlitedict.SqliteDict(str(src)):
+        pass  # sqlitedict's own table; rows are added below in one fast batch
+    cx = sqlite3.connect(src)
+    rows = ((f"key_{i}", sqlitedict.encode({"i": i})) for i in range(300_000))
+    cx.executemany("INSERT INTO unnamed VALUES (?, ?)", rows)
+    cx.commit()
+    cx.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "persistdict", "convert", src, out / "new.db", "--trust-pickle"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not any(out.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the convert ended before it could be interrupted"
+    time.sleep(0.2)  # well into the copy
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr == "persistdict: error: interrupted; nothing was half-written\n"
+    assert list(out.iterdir()) == []

@@ -104,11 +104,15 @@ def test_sqlitedict_is_detected_and_refused_without_trust(tmp_path: Path, dst: P
 
 def test_sqlitedict_json_variant_any_table_needs_no_trust(tmp_path: Path, dst: Path) -> None:
     src = tmp_path / "old.sqlite"
-    make_sqlitedict(src, DATA, tablename="settings", encode=json.dumps, decode=json.loads)
+    table = 'my "odd" settings'  # sqlitedict takes any table name
+    make_sqlitedict(src, DATA, tablename=table, encode=json.dumps, decode=json.loads)
     make_sqlitedict(src, {"other": 1}, tablename="unrelated")
-    summary = migrate.copy(src, dst, source="sqlitedict", src_table="settings")
+    assert migrate.detect_source(str(src), table) == "sqlitedict"
+    summary = migrate.copy(src, dst, src_table=table)
     assert read_all(dst) == DATA
-    assert "table 'settings'" in summary.source
+    assert summary.source == f"sqlitedict 'old.sqlite' table {table!r}".replace(
+        "'old.sqlite'", repr(str(src))
+    )
 
 
 def test_sqlitedict_with_several_tables_asks_which(tmp_path: Path, dst: Path) -> None:
@@ -458,3 +462,30 @@ def test_dbm_destination_built_whole(tmp_path: Path) -> None:
     migrate.copy(src, tmp_path / "out", dst_backend="dbm")
     assert read_all(tmp_path / "out", backend="dbm") == DATA
     assert not [p for p in tmp_path.iterdir() if "persistdict-convert" in p.name]
+
+
+# Server destinations: one transaction ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["postgres", "redis"])
+def test_copy_into_a_server_is_one_transaction(kind: str, tmp_path: Path) -> None:
+    from tests.conftest import namespace, server_url
+
+    url = server_url(kind)
+    name = namespace(kind, tmp_path)
+    place: dict[str, Any] = {"dst_table": name} if kind == "postgres" else {"prefix": name}
+    opened: dict[str, Any] = {"table": name} if kind == "postgres" else {"prefix": name}
+    src = tmp_path / "state"
+    make_shelve(src, {**DATA, "zz unstorable": {1, 2}})
+
+    with pytest.raises(UnstorableValueError, match="key 'zz unstorable'"):
+        migrate.copy(src, url, trust_pickle=True, **place)
+    with persistdict.open(url, **opened) as d:
+        assert len(d) == 0, "a failed copy must leave nothing in the server"
+
+    summary = migrate.copy(src, url, trust_pickle=True, on_error="skip", **place)
+    assert summary.skipped == [("'zz unstorable'", summary.skipped[0][1])]
+    with persistdict.open(url, **opened) as d:
+        assert dict(d.items()) == DATA
+    with pytest.raises(DestinationExistsError):
+        migrate.copy(src, url, trust_pickle=True, on_error="skip", **place)

@@ -21,7 +21,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from persistdict.backends.base import BackendBase, check_table_name, fork_generation
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
@@ -61,6 +61,26 @@ def _retry_busy(run: Callable[[], _T], timeout: float) -> _T:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+class _Translating:
+    """``with backend._errors():`` raises SQLite's errors as persistdict's (``LockedError``...).
+
+    A class, not ``@contextmanager``: it wraps every write, and a generator-based context
+    manager costs about 0.7 µs per use, a sixth of a committed-in-batch SQLite write.
+    """
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend: SqliteBackend) -> None:
+        self._backend = backend
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, sqlite3.Error):
+            self._backend._raise(exc)
 
 
 class SqliteBackend(BackendBase):
@@ -247,15 +267,14 @@ class SqliteBackend(BackendBase):
             "check() (PRAGMA integrity_check) to see more, and restore a backup"
         )
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            translated = self._translate(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
+    def _errors(self) -> _Translating:
+        return _Translating(self)
+
+    def _raise(self, exc: sqlite3.Error) -> NoReturn:
+        translated = self._translate(exc)
+        if translated is exc:
+            raise exc
+        raise translated from exc
 
     # Writes and batching.
 
@@ -281,11 +300,13 @@ class SqliteBackend(BackendBase):
     def get(self, key: str) -> Any:
         if not self._table_exists:
             raise KeyError(key)
-        with self._errors():
-            try:
-                row = self._conn.execute(self._sql_get, (key,)).fetchone()
-            except UnicodeEncodeError:  # a key UTF-8 can't hold was never stored
-                row = None
+        # try/except rather than `with self._errors()`: free unless raised, on the hottest path.
+        try:
+            row = self._conn.execute(self._sql_get, (key,)).fetchone()
+        except UnicodeEncodeError:  # a key UTF-8 can't hold was never stored
+            row = None
+        except sqlite3.Error as exc:
+            self._raise(exc)
         if row is None:
             raise KeyError(key)
         if row[0] is None:
@@ -295,11 +316,12 @@ class SqliteBackend(BackendBase):
     def contains(self, key: str) -> bool:
         if not self._table_exists:
             return False
-        with self._errors():
-            try:
-                return self._conn.execute(self._sql_has, (key,)).fetchone() is not None
-            except UnicodeEncodeError:
-                return False
+        try:
+            return self._conn.execute(self._sql_has, (key,)).fetchone() is not None
+        except UnicodeEncodeError:
+            return False
+        except sqlite3.Error as exc:
+            self._raise(exc)
 
     def set(self, key: str, value: Any) -> None:
         self._write(self._sql_set, (key, value))
