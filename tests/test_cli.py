@@ -166,6 +166,23 @@ def test_load_is_one_transaction(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if "convert" in p.name]
 
 
+def test_load_from_a_terminal_explains_itself(tmp_path: Path) -> None:
+    main, child = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "persistdict", "load", tmp_path / "s.json"],
+            stdin=child,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(child)
+        os.close(main)
+    assert_one_line_error(result, 2, "reads a JSON object from stdin", "< backup.json")
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_load_refuses_input_that_is_not_an_object(tmp_path: Path) -> None:
     target = tmp_path / "s.json"
     assert_one_line_error(run("load", target, stdin="[1, 2]"), 2, "JSON list", "object")

@@ -451,9 +451,28 @@ def test_same_file_and_bad_arguments_are_refused(tmp_path: Path) -> None:
 def test_unknown_file_asks_for_from(tmp_path: Path) -> None:
     src = tmp_path / "AppState.txt"
     src.write_bytes(b"\x00\x01 not a known format")
-    with pytest.raises(ValueError, match="can't tell which backend"):
+    with pytest.raises(ValueError, match=r"can't tell which backend.*--from.*sqlitedict"):
         migrate.copy(src, tmp_path / "b.json")
     assert not (tmp_path / "b.json").exists()
+
+
+def test_a_file_that_only_looks_native_says_to_name_its_kind(tmp_path: Path) -> None:
+    src = tmp_path / "state"
+    with shelve.open(str(src), protocol=0) as sh:  # protocol 0 pickles don't look like pickles
+        sh["a"] = [1]
+    assert migrate.detect_source(str(src)) == "persistdict"
+    with pytest.raises(persistdict.CorruptError, match=r"can't be decoded.*kind with --from"):
+        migrate.copy(src, tmp_path / "b.json")
+    assert not (tmp_path / "b.json").exists()
+    migrate.copy(src, tmp_path / "b.json", source="shelve", trust_pickle=True)
+    assert read_all(tmp_path / "b.json") == {"a": [1]}
+
+
+def test_destination_folder_must_exist(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text('{"a": 1}')
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        migrate.copy(tmp_path / "a.json", tmp_path / "nope" / "b.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
 def test_dbm_destination_built_whole(tmp_path: Path) -> None:

@@ -39,24 +39,24 @@ from typing import Any
 import persistdict
 from persistdict.backends import available
 from persistdict.mapping import PersistDict
-from persistdict.migrate.sources import (
+from persistdict.migrate.base import (
     SQLITE_HEADER,
-    DiskcacheSource,
-    NativeSource,
-    PersistDict0JsonSource,
-    ShelveSource,
     Source,
-    SqliteTableSource,
     UntrustedPickleError,
+    pickle_format,
+    refusal,
+)
+from persistdict.migrate.file_sources import NativeSource, PersistDict0JsonSource, ShelveSource
+from persistdict.migrate.sqlite_sources import (
+    DiskcacheSource,
+    SqliteTableSource,
     connect_read_only,
     diskcache_database,
     key_value_tables,
-    pickle_format,
-    refusal,
     sqlitedict_schema,
 )
 from persistdict.migrate.target import EXISTING, DestinationExistsError, writing
-from persistdict.urls import split_scheme
+from persistdict.urls import split_scheme, url_path
 
 __all__ = [
     "KINDS",
@@ -141,10 +141,13 @@ def detect_source(src: str, table: str | None = None) -> str:
             return "sqlitedict"
         return "persistdict"
     if dbm.whichdb(src):
-        with dbm.open(src, "r") as db:
-            first = next(iter(db.keys()), None)
-            if first is not None and pickle_format(db[first]):
-                return "shelve"
+        try:
+            with dbm.open(src, "r") as db:
+                first = next(iter(db.keys()), None)
+                if first is not None and pickle_format(db[first]):
+                    return "shelve"
+        except Exception:  # a damaged dbm file: opening it as a backend says what is wrong
+            return "persistdict"
     return "persistdict"
 
 
@@ -169,6 +172,10 @@ def open_source(
     """Open ``src`` read-only as a :class:`~persistdict.migrate.sources.Source` of kind
     ``source`` (see the module docstring). Refuses pickled data unless ``trust_pickle``."""
     kind = detect_source(src, table) if source == "auto" else source
+    if kind in KINDS and split_scheme(src)[0] is not None:
+        if split_scheme(src)[0] != "sqlite" or kind not in ("sqlitedict", "persistdict-0"):
+            raise ValueError(f"--from {kind} reads a file; give its path, not the URL {src!r}")
+        src = url_path(src)
     opened: Source
     if kind == "sqlitedict":
         opened = SqliteTableSource(src, kind, table, default_table="unnamed")
@@ -190,7 +197,17 @@ def open_source(
             opened = PersistDict0JsonSource(src)
     elif kind == "persistdict" or kind in available():
         backend = "auto" if kind == "persistdict" else kind
-        opened = NativeSource(src, backend=backend, fmt=fmt, table=table, trust_pickle=trust_pickle)
+        try:
+            opened = NativeSource(
+                src, backend=backend, fmt=fmt, table=table, trust_pickle=trust_pickle
+            )
+        except ValueError as exc:
+            if source != "auto" or "can't tell which backend" not in str(exc):
+                raise
+            raise ValueError(
+                f"{exc}. If another library wrote it, name its kind with --from "
+                f"(Python: source=): {', '.join(KINDS)}"
+            ) from exc
     else:
         raise ValueError(
             f"unknown source kind {source!r}; choose one of: {', '.join(KINDS)}, "

@@ -30,7 +30,7 @@ from persistdict.detect import detect_backend
 from persistdict.fileio import fsync_directory, fsync_file
 from persistdict.locking import FileLock
 from persistdict.mapping import PersistDict
-from persistdict.migrate.sources import connect_read_only
+from persistdict.migrate.sqlite_sources import connect_read_only
 from persistdict.urls import split_scheme, url_path
 
 __all__ = ["EXISTING", "DestinationExistsError", "writing"]
@@ -150,6 +150,8 @@ def _new_file(
     path: str, backend: str, table: str, options: dict[str, Any], *, replacing: bool = False
 ) -> Iterator[tuple[PersistDict, str]]:
     folder, name = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(2, f"no such folder: {folder!r} (for {path!r})", folder)
     scratch = tempfile.mkdtemp(dir=folder, prefix=f".{name}.persistdict-convert-")
     try:
         if backend == "sqlite" and "synchronous" not in options:

@@ -1,18 +1,9 @@
-"""Readers for the stores people migrate from, each opened read-only.
-
-A reader yields ``(key, value)`` pairs already decoded into Python objects, in the source's
-own order, streaming (one SQLite cursor, one dbm key at a time). Keys come out as the source
-holds them: mostly ``str``, but diskcache and sqlitedict also hold ``int``, ``bytes`` and
-pickled keys, which :func:`persistdict.migrate.copy` deals with. Nothing here writes: SQLite
-files are opened with ``mode=ro``, dbm files with flag ``"r"``.
-"""
+"""Sources in SQLite files: sqlitedict tables, the original module's tables, diskcache."""
 
 from __future__ import annotations
 
-import dbm
 import json
 import os
-import pickle
 import sqlite3
 import time
 import urllib.parse
@@ -20,83 +11,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import persistdict
-from persistdict.detect import detect_backend
-from persistdict.errors import CorruptError, Error
-from persistdict.urls import split_scheme, url_path
+from persistdict.errors import CorruptError
+from persistdict.migrate.base import SQLITE_HEADER, Source, pickle_format
 
 __all__ = [
     "DiskcacheSource",
-    "NativeSource",
-    "PersistDict0JsonSource",
-    "ShelveSource",
-    "Source",
     "SqliteTableSource",
-    "UntrustedPickleError",
+    "choose_table",
     "connect_read_only",
-    "pickle_format",
-    "refusal",
+    "diskcache_database",
+    "key_value_tables",
+    "sqlite_errors",
+    "sqlitedict_schema",
 ]
-
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-class UntrustedPickleError(Error):
-    """The source holds pickles and the caller did not say it trusts them."""
-
-
-def refusal(label: str, reason: str) -> str:
-    """The message refusing to read pickles: why it matters and how to go ahead."""
-    return (
-        f"{label} needs unpickling: {reason}. Unpickling runs code chosen by whoever wrote "
-        "the data, so it is refused by default. If you trust this source, pass --trust-pickle "
-        "(Python: trust_pickle=True)"
-    )
-
-
-def pickle_format(head: bytes) -> bool:
-    """Whether bytes start like a pickle of protocol 2 or later (what every library here
-    writes: sqlitedict and shelve use the highest or default protocol)."""
-    return head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL
-
-
-class Source:
-    """What :func:`~persistdict.migrate.copy` reads from. Subclasses fill in the hooks."""
-
-    kind = "source"
-    #: Reading this source unpickles data, which runs code chosen by whoever wrote it.
-    needs_pickle = False
-    #: Why it needs pickle, with one key as an example, for the refusal message.
-    pickle_reason = ""
-    #: Entries deliberately not copied (diskcache's expired items), counted for the summary.
-    left_out = 0
-    left_out_reason = ""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-
-    def count(self) -> int | None:
-        """How many items there are, if the source can tell cheaply."""
-        return None
-
-    def items(self) -> Iterator[tuple[Any, Any]]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def _unpickle(self, key: Any, data: bytes, where: str = "") -> Any:
-        try:
-            return pickle.loads(data)
-        except Exception as exc:  # a bad or truncated pickle can raise almost anything
-            raise CorruptError(
-                f"{self.label}: can't unpickle the value of key {key!r}{where} "
-                f"({type(exc).__name__}: {exc}); the source may be truncated or need a "
-                "module that is not installed"
-            ) from exc
-
-
-# SQLite files -------------------------------------------------------------------------------
 
 
 def connect_read_only(path: str) -> sqlite3.Connection:
@@ -120,7 +47,7 @@ def connect_read_only(path: str) -> sqlite3.Connection:
 
 
 @contextmanager
-def _sqlite_errors(label: str) -> Iterator[None]:
+def sqlite_errors(label: str) -> Iterator[None]:
     try:
         yield
     except sqlite3.DatabaseError as exc:
@@ -181,7 +108,7 @@ class SqliteTableSource(Source):
         self.path = path
         self._cx = connect_read_only(path)
         try:
-            with _sqlite_errors(repr(path)):
+            with sqlite_errors(repr(path)):
                 self.table = choose_table(path, key_value_tables(self._cx), table, default_table)
                 q = f'"{_quoted(self.table)}"'
                 self._select = f"SELECT key, value FROM {q}"
@@ -199,11 +126,11 @@ class SqliteTableSource(Source):
             self.pickle_reason = f"its values are pickles (key {example[0]!r} for one)"
 
     def count(self) -> int | None:
-        with _sqlite_errors(self.label):
+        with sqlite_errors(self.label):
             return int(self._cx.execute(self._count).fetchone()[0])
 
     def items(self) -> Iterator[tuple[Any, Any]]:
-        with _sqlite_errors(self.label):
+        with sqlite_errors(self.label):
             # One cursor inside one read transaction: a consistent snapshot of the table.
             self._cx.execute("BEGIN")
             try:
@@ -290,7 +217,7 @@ class DiskcacheSource(Source):
         super().__init__(f"diskcache {path!r}")
         self._cx = connect_read_only(db)
         try:
-            with _sqlite_errors(self.label):
+            with sqlite_errors(self.label):
                 is_diskcache = _has_diskcache_schema(self._cx)
         except BaseException:
             self._cx.close()
@@ -307,7 +234,7 @@ class DiskcacheSource(Source):
             f"SELECT key, raw, mode, filename, value FROM Cache WHERE {live} ORDER BY rowid"
         )
         try:
-            with _sqlite_errors(self.label):
+            with sqlite_errors(self.label):
                 self._live = int(
                     self._cx.execute(
                         f"SELECT count(*) FROM Cache WHERE {live}", (self._now,)
@@ -330,7 +257,7 @@ class DiskcacheSource(Source):
         return self._live
 
     def items(self) -> Iterator[tuple[Any, Any]]:
-        with _sqlite_errors(self.label):
+        with sqlite_errors(self.label):
             self._cx.execute("BEGIN")
             try:
                 for db_key, raw, mode, filename, cell in self._cx.execute(
@@ -375,144 +302,3 @@ class DiskcacheSource(Source):
 
     def close(self) -> None:
         self._cx.close()
-
-
-# shelve -------------------------------------------------------------------------------------
-
-
-class ShelveSource(Source):
-    """A :mod:`shelve` file: the stdlib ``dbm`` that ``dbm.whichdb`` names, pickled values."""
-
-    kind = "shelve"
-    needs_pickle = True
-
-    def __init__(self, path: str) -> None:
-        which = dbm.whichdb(path)
-        if which is None:
-            raise FileNotFoundError(2, f"no dbm database at {path!r}", path)
-        if which == "":
-            raise CorruptError(f"{path!r} is not a dbm database that this Python can read")
-        super().__init__(f"shelve {path!r}")
-        self.pickle_reason = "shelve stores every value as a pickle"
-        try:
-            self._db: Any = dbm.open(path, "r")  # noqa: SIM115 - closed by close()
-        except Exception as exc:  # the dbm modules raise their own error types, or worse
-            raise CorruptError(f"can't open the shelve file {path!r} ({exc})") from exc
-
-    def count(self) -> int | None:
-        return len(self._db)
-
-    def items(self) -> Iterator[tuple[Any, Any]]:
-        for raw_key in self._db.keys():  # noqa: SIM118 - dbm objects are not iterable everywhere
-            try:
-                key: Any = raw_key.decode("utf-8")  # shelve's key encoding
-            except UnicodeDecodeError:
-                key = raw_key
-            try:
-                data = self._db[raw_key]
-            except Exception as exc:
-                raise CorruptError(f"{self.label}: can't read key {key!r} ({exc})") from exc
-            yield key, self._unpickle(key, data)
-
-    def close(self) -> None:
-        self._db.close()
-
-
-# The original persistdict module's JSON file ------------------------------------------------
-
-
-class PersistDict0JsonSource(Source):
-    """A JSON file written by the original module: every value is a JSON *string* holding
-    the JSON of the real value (``{"cfg": "{\\"root\\": \\"/srv\\"}"}``)."""
-
-    kind = "persistdict-0"
-
-    def __init__(self, path: str) -> None:
-        super().__init__(f"persistdict-0 JSON {path!r}")
-        with open(path, "rb") as f:
-            raw = f.read()
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CorruptError(
-                f"{path!r} is not valid JSON ({exc}); it may be truncated. Nothing was written"
-            ) from exc
-        if not isinstance(data, dict):
-            raise CorruptError(f"{path!r} holds a JSON {type(data).__name__}, not an object")
-        self._data: dict[str, Any] = data
-
-    def count(self) -> int | None:
-        return len(self._data)
-
-    def items(self) -> Iterator[tuple[Any, Any]]:
-        for key, text in self._data.items():
-            if not isinstance(text, str):
-                raise CorruptError(
-                    f"{self.label}: the value of key {key!r} is a JSON {type(text).__name__}, "
-                    "not a string holding JSON, so this is not a persistdict-0 file; convert it "
-                    "without --from (it is an ordinary JSON file)"
-                )
-            try:
-                yield key, json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise CorruptError(
-                    f"{self.label}: the value of key {key!r} is a string that is not JSON "
-                    f"({exc.msg}), so this is not a persistdict-0 file"
-                ) from exc
-
-
-# Anything persistdict itself opens ----------------------------------------------------------
-
-
-class NativeSource(Source):
-    """A target :func:`persistdict.open` reads, opened with ``flag="r"``. A PermaDict state
-    file is one of these: a JSON object, ``key,value`` CSV rows, or a pickled dict."""
-
-    def __init__(
-        self,
-        target: str,
-        *,
-        kind: str = "persistdict",
-        backend: str = "auto",
-        fmt: str | None = None,
-        table: str | None = None,
-        trust_pickle: bool = False,
-    ) -> None:
-        self.kind = kind
-        chosen = detect_backend(target, fmt) if backend == "auto" else backend
-        if chosen == "pickle" and not trust_pickle:
-            # The pickle backend unpickles the whole file as it opens: refuse before that.
-            raise UntrustedPickleError(refusal(f"pickle file {target!r}", "it is a pickle file"))
-        if chosen == "sqlite":
-            _require_table(target, table or "items")
-        options: dict[str, Any] = {"backend": chosen}
-        if table is not None:
-            options["table"] = table
-        self._dict = persistdict.open(target, "r", **options)
-        super().__init__(self._dict.backend.describe().replace(" read-only", ""))
-
-    def count(self) -> int | None:
-        return len(self._dict)
-
-    def items(self) -> Iterator[tuple[Any, Any]]:
-        return iter(self._dict.items())
-
-    def close(self) -> None:
-        self._dict.close()
-
-
-def _require_table(target: str, table: str) -> None:
-    # A missing table reads as an empty dict; for a copy that would silently copy nothing.
-    path = url_path(target) if split_scheme(target)[0] else target
-    cx = connect_read_only(path)
-    try:
-        with _sqlite_errors(repr(path)):
-            tables = key_value_tables(cx)
-    finally:
-        cx.close()
-    if table not in tables:
-        names = ", ".join(sorted(tables)) or "none"
-        raise ValueError(
-            f"{path!r} has no table {table!r}; its key/value tables: {names}. Pick one with "
-            "--src-table (Python: src_table=)"
-        )

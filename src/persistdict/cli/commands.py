@@ -1,0 +1,329 @@
+"""The commands of the command line: one small function each, taking the parsed arguments
+and returning the exit code. Errors propagate to :func:`persistdict.cli.main`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+import persistdict
+from persistdict import migrate
+from persistdict.mapping import PersistDict
+from persistdict.migrate.sqlite_sources import connect_read_only, key_value_tables
+from persistdict.migrate.target import writing
+from persistdict.urls import mask_password, split_scheme
+
+__all__ = [
+    "EXIT_CODES",
+    "UsageError",
+    "cmd_check",
+    "cmd_convert",
+    "cmd_del",
+    "cmd_dump",
+    "cmd_get",
+    "cmd_info",
+    "cmd_keys",
+    "cmd_load",
+    "cmd_set",
+    "error",
+    "one_line",
+]
+
+EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_MISSING: "the key is not there (get, del), or the data is damaged (check, a corrupt "
+    "file or source)",
+    EXIT_USAGE: "bad usage or input: unknown option, invalid JSON, a value the target can't "
+    "store, an unknown backend or table name",
+    EXIT_FAILED: "could not be done: no such file, destination already holds data, lock held "
+    "by another process, read-only, pickle refused, or an I/O error",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); nothing was half-written",
+}
+
+_DURABILITY = {
+    "dbm": "written in place by the stdlib dbm; flush() syncs where dbm can; a crash "
+    "mid-write can damage the file",
+    "memory": "nothing is kept after the process ends",
+}
+
+
+class UsageError(Exception):
+    """Bad input the user typed (not a storage problem)."""
+
+
+# Opening targets.
+
+
+def _open(args: argparse.Namespace, target: str, flag: str) -> PersistDict:
+    options: dict[str, Any] = {"backend": args.backend, "format": args.format}
+    if args.table is not None:
+        options["table"] = args.table
+    if args.serializer is not None:
+        options["serializer"] = args.serializer
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
+    return persistdict.open(target, flag, **options)
+
+
+def _label(d: PersistDict) -> str:
+    return d.backend.describe().replace(" read-only", "")
+
+
+def _dumps(key: str, value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"the value of key {key!r} can't be shown as JSON: {exc}") from exc
+
+
+# The commands.
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with _open(args, args.target, "r") as d:
+        try:
+            value = d[args.key]
+        except KeyError:
+            return _not_found(args.key, d)
+        text = value if args.raw and isinstance(value, str) else _dumps(args.key, value)
+    print(text)
+    return EXIT_OK
+
+
+def _not_found(key: str, d: PersistDict) -> int:
+    error(f"key {key!r} not found in {_label(d)}")
+    return EXIT_MISSING
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    if args.text:
+        value: Any = args.value
+    else:
+        try:
+            value = json.loads(args.value)
+        except json.JSONDecodeError as exc:
+            raise UsageError(
+                f"VALUE {args.value!r} is not JSON ({exc.msg}); to store it as a string, "
+                f"quote it ('\"{args.value}\"') or pass --text"
+            ) from None
+    with _open(args, args.target, "c") as d:
+        d[args.key] = value
+    return EXIT_OK
+
+
+def cmd_del(args: argparse.Namespace) -> int:
+    with _open(args, args.target, "w") as d:
+        try:
+            del d[args.key]
+        except KeyError:
+            return _not_found(args.key, d)
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    end = "\0" if args.null else "\n"
+    with _open(args, args.target, "r") as d:
+        out = sys.stdout
+        for key in d:
+            out.write(key + end)
+    return EXIT_OK
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    with _open(args, args.target, "r") as d:
+        out = sys.stdout
+        # Streamed one item per line, so memory stays flat however large the dict is.
+        first = True
+        for key, value in d.items():
+            out.write(("{\n  " if first else ",\n  ") + json.dumps(key, ensure_ascii=False))
+            out.write(": " + _dumps(key, value))
+            first = False
+        out.write("{}\n" if first else "\n}\n")
+    return EXIT_OK
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        raise UsageError(
+            "load reads a JSON object from stdin; redirect a file or pipe one in, e.g. "
+            f"persistdict load {args.target} < backup.json"
+        )
+    raw = sys.stdin.buffer.read()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"stdin is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"stdin holds a JSON {type(data).__name__}; load needs an object")
+    existing = "replace" if args.replace else "merge"
+    options: dict[str, Any] = {}
+    if args.serializer is not None:
+        options["serializer"] = args.serializer
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
+    with writing(
+        args.target,
+        backend=args.backend,
+        fmt=args.format,
+        table=args.table or "items",
+        existing=existing,
+        **options,
+    ) as (d, _):
+        d.update(data)
+    return EXIT_OK
+
+
+def _progress(stream: TextIO) -> migrate.Progress:
+    last = [0.0]
+
+    def show(done: int, total: int | None, seconds: float) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.1 and done != total:
+            return
+        last[0] = now
+        of = f" of {total:,}" if total is not None else ""
+        rate = done / seconds if seconds > 0 else 0.0
+        stream.write(f"\r{done:,}{of} keys, {rate:,.0f} keys/s\x1b[K")
+        stream.flush()
+
+    return show
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    existing = "replace" if args.replace else "merge" if args.merge else "refuse"
+    on_terminal = sys.stderr.isatty() and not args.quiet
+    options: dict[str, Any] = {}
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
+    try:
+        summary = migrate.copy(
+            args.src,
+            args.dst,
+            source=args.source,
+            trust_pickle=args.trust_pickle,
+            on_error=args.on_error,
+            src_table=args.src_table or args.table,
+            src_format=args.src_format,
+            dst_table=args.dst_table or args.table or "items",
+            dst_backend=args.backend,
+            dst_format=args.format,
+            existing=existing,
+            progress=_progress(sys.stderr) if on_terminal else None,
+            **options,
+        )
+    finally:
+        if on_terminal:
+            sys.stderr.write("\r\x1b[K")
+    if not args.quiet:
+        print(summary.line(), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        d = _open(args, args.target, "r")
+    except persistdict.CorruptError as exc:
+        print(f"broken: {one_line(str(exc))}")
+        return EXIT_MISSING
+    with d:
+        label = _label(d)
+        problems = _problems(d)
+        if problems:
+            for problem in problems:
+                print(f"broken: {label}: {problem}")
+            return EXIT_MISSING
+        print(f"ok: {label}: {len(d)} keys, every value readable")
+    return EXIT_OK
+
+
+def _problems(d: PersistDict, limit: int = 20) -> list[str]:
+    """What is wrong with an open dict: the storage's own check (a parse of the file,
+    SQLite's integrity_check...), then whether every value decodes."""
+    problems = d.backend.check()
+    if problems:
+        return problems
+    try:
+        for key in d:
+            try:
+                d[key]
+            except KeyError:
+                continue  # deleted meanwhile by another process
+            except (ValueError, TypeError) as exc:
+                problems.append(f"the value of key {key!r} can't be decoded ({exc})")
+                if len(problems) >= limit:
+                    problems.append(f"stopped after {limit} bad values")
+                    break
+    except persistdict.CorruptError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def _size(path: str) -> int:
+    folder, name = os.path.split(os.path.abspath(path))
+    total = 0
+    for entry in os.listdir(folder or "."):
+        if entry == name or entry.startswith((name + ".", name + "-wal")):
+            with contextlib.suppress(OSError):
+                full = os.path.join(folder, entry)
+                if os.path.isfile(full):
+                    total += os.path.getsize(full)
+    return total
+
+
+def _durability(backend: Any) -> str:
+    if getattr(backend, "stores_objects", False):
+        return "the whole file is replaced atomically and fsynced on every flush and close"
+    if hasattr(backend, "synchronous"):
+        return (
+            "WAL; each write is committed before the call returns unless a writer opens it "
+            "with commit_every=N; synchronous=NORMAL by default (survives a killed process), "
+            "synchronous='FULL' survives power loss"
+        )
+    text = getattr(backend, "durability", None) or _DURABILITY.get(backend.name)
+    return str(text) if text else "see the backends table in the README"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with _open(args, args.target, "r") as d:
+        backend = d.backend
+        facts: dict[str, Any] = {"target": mask_password(args.target), "backend": backend.name}
+        table = getattr(backend, "table", None)
+        if table is not None:
+            facts["table"] = table
+        path = getattr(backend, "path", None)
+        if backend.name == "sqlite" and path is not None:
+            cx = connect_read_only(path)
+            try:
+                facts["tables"] = sorted(key_value_tables(cx))
+            finally:
+                cx.close()
+        facts["keys"] = len(d)
+        if path is not None:
+            facts["size"] = _size(path)
+        elif split_scheme(args.target)[0] not in (None, "memory"):
+            facts["size"] = None
+        facts["durability"] = _durability(backend)
+    if args.json:
+        print(json.dumps(facts, ensure_ascii=False))
+        return EXIT_OK
+    for name, value in facts.items():
+        if name == "size":
+            value = "unknown (not a local file)" if value is None else f"{value:,} bytes"
+        elif isinstance(value, list):
+            value = ", ".join(value)
+        print(f"{name}: {value}")
+    return EXIT_OK
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def error(message: str) -> None:
+    print(f"persistdict: error: {one_line(message)}", file=sys.stderr)
