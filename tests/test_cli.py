@@ -462,3 +462,19 @@ def test_interrupted_convert_leaves_no_destination(tmp_path: Path) -> None:
     assert proc.returncode == 130, stderr
     assert stderr == "persistdict: error: interrupted; nothing was half-written\n"
     assert list(out.iterdir()) == []
+
+
+def test_convert_into_lmdb_then_info_and_check(tmp_path: Path) -> None:
+    pytest.importorskip("lmdb")
+    (tmp_path / "a.json").write_text('{"a": 1, "b": [2]}')
+    target = tmp_path / "env.lmdb"
+    assert run("convert", tmp_path / "a.json", target, "-q").returncode == 0
+    assert read_all(target) == {"a": 1, "b": [2]}
+    facts = json.loads(run("info", target, "--json").stdout)
+    assert facts["backend"] == "lmdb"
+    assert facts["keys"] == 2
+    assert facts["size"] == sum(p.stat().st_size for p in target.iterdir())
+    assert "LMDB transaction" in facts["durability"]
+    assert run("check", target).returncode == 0
+    result = run("convert", tmp_path / "a.json", target)
+    assert_one_line_error(result, 3, "already holds 2 keys")

@@ -50,6 +50,12 @@ _DURABILITY = {
     "dbm": "written in place by the stdlib dbm; flush() syncs where dbm can; a crash "
     "mid-write can damage the file",
     "memory": "nothing is kept after the process ends",
+    "lmdb": "each write is an LMDB transaction, fsynced at commit unless a writer opens it "
+    "with sync=False",
+    "redis": "each write reaches the server before the call returns; what survives a server "
+    "crash depends on its persistence settings (appendonly, appendfsync)",
+    "postgres": "each write is committed before the call returns; PostgreSQL's WAL and "
+    "synchronous_commit decide what survives a crash",
 }
 
 
@@ -265,6 +271,12 @@ def _problems(d: PersistDict, limit: int = 20) -> list[str]:
 
 
 def _size(path: str) -> int:
+    if os.path.isdir(path):  # an LMDB environment
+        return sum(
+            os.path.getsize(os.path.join(path, entry))
+            for entry in os.listdir(path)
+            if os.path.isfile(os.path.join(path, entry))
+        )
     folder, name = os.path.split(os.path.abspath(path))
     total = 0
     for entry in os.listdir(folder or "."):

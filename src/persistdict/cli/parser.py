@@ -191,7 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="persistdict",
         description="Look at, change, check and convert persistent dicts. Values are JSON; "
         "TARGET is a path or URL (state.json, data.db, sqlite:///data.db, redis://host/0).",
-        epilog=_EPILOG_CODES,
+        epilog='examples:\n  persistdict set state.json cfg \'{"root": "/srv"}\'\n'
+        "  persistdict get state.json cfg\n"
+        "  persistdict convert old.sqlite new.db --from sqlitedict --trust-pickle\n"
+        "  persistdict COMMAND --help      (each command's options and examples)\n\n"
+        + _EPILOG_CODES,
         formatter_class=_formatter,
     )
     parser.add_argument("--version", action="version", version=persistdict.__version__)

@@ -44,7 +44,11 @@ class DestinationExistsError(persistdict.Error, FileExistsError):
 
 def _file_path(target: str, factory: Any) -> str | None:
     """The local path the destination lives at, or ``None`` for a server or memory."""
-    if getattr(factory, "takes_url", False) or not getattr(factory, "persistent", True):
+    if not getattr(factory, "persistent", True):
+        return None
+    # A backend taking whole URLs is a server unless it also claims file suffixes (LMDB reads
+    # options from its URL but lives in a local folder).
+    if getattr(factory, "takes_url", False) and not getattr(factory, "suffixes", ()):
         return None
     return url_path(target) if split_scheme(target)[0] is not None else target
 
