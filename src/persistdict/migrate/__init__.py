@@ -53,6 +53,7 @@ from persistdict.migrate.sqlite_sources import (
     connect_read_only,
     diskcache_database,
     key_value_tables,
+    sqlite_errors,
     sqlitedict_schema,
 )
 from persistdict.migrate.target import EXISTING, DestinationExistsError, writing
@@ -131,7 +132,8 @@ def detect_source(src: str, table: str | None = None) -> str:
     if os.path.isfile(src) and _is_sqlite(src):
         cx = connect_read_only(src)
         try:
-            tables = key_value_tables(cx)
+            with sqlite_errors(repr(src)):
+                tables = key_value_tables(cx)
         finally:
             cx.close()
         chosen = table if table is not None else ("unnamed" if "unnamed" in tables else None)
@@ -169,7 +171,7 @@ def open_source(
     fmt: str | None = None,
     trust_pickle: bool = False,
 ) -> Source:
-    """Open ``src`` read-only as a :class:`~persistdict.migrate.sources.Source` of kind
+    """Open ``src`` read-only as a :class:`~persistdict.migrate.base.Source` of kind
     ``source`` (see the module docstring). Refuses pickled data unless ``trust_pickle``."""
     kind = detect_source(src, table) if source == "auto" else source
     if kind in KINDS and split_scheme(src)[0] is not None:
