@@ -9,6 +9,7 @@ from typing import Any
 from persistdict.backends import backend_class
 from persistdict.backends.base import check_table_name
 from persistdict.detect import detect_backend
+from persistdict.locking import check_timeout
 from persistdict.mapping import PersistDict
 from persistdict.serializers import Serializer, serializer_for
 from persistdict.urls import split_scheme, url_path
@@ -41,6 +42,7 @@ def open(
     table: str = "items",
     commit_every: int = 0,
     writeback: bool | None = None,
+    timeout: float | None = None,
     **backend_options: Any,
 ) -> PersistDict:
     """Open a persistent dict at ``target``, a path or a URL.
@@ -56,13 +58,18 @@ def open(
             existing file. Detection never picks pickle.
         format: ``"json"``, ``"csv"`` or ``"pickle"`` for a file whose extension says nothing.
         serializer: how per-key backends encode values (default JSON; ``"pickle"`` opts in).
-        lock: guard the dict with a lock so threads may share it.
+        lock: guard the dict with a re-entrant lock so threads may share it (default).
+            ``lock=False`` is the fast path for a dict only one thread uses.
         table: the dict's table (sqlite, postgres) or hash (redis) name.
         commit_every: sqlite: commit after every N writes instead of every write.
         writeback: per-key backends: cache read values and save changed ones on flush/close.
-        **backend_options: passed to the backend, e.g. ``timeout=`` (seconds to wait for
-            another process's lock), ``synchronous="FULL"`` for sqlite, or ``recover=True``
-            for json/csv/pickle (restore the previous generation of a damaged file).
+        timeout: seconds to wait for a lock another process holds (a snapshot file's or dbm
+            writer lock, SQLite's write lock, a Redis or PostgreSQL transaction) before
+            :class:`~persistdict.LockedError`. ``None`` means the backend's default, 10
+            seconds. Backends with nothing to wait for (memory) ignore it.
+        **backend_options: passed to the backend, e.g. ``synchronous="FULL"`` for sqlite, or
+            ``recover=True`` for json/csv/pickle (restore the previous generation of a damaged
+            file).
 
     Raises:
         FileNotFoundError: flag ``"r"``/``"w"`` and nothing at ``target``.
@@ -88,6 +95,8 @@ def open(
     options: dict[str, Any] = {"flag": flag, "mode": mode, "table": table}
     options["commit_every"] = commit_every
     options.update(backend_options)
+    if timeout is not None:  # left out otherwise, so a URL's ?timeout= can still set it
+        options["timeout"] = check_timeout(timeout)
     defaults = {"mode": None, "table": "items", "commit_every": 0}
     accepted = _accepted_options(factory)
     if accepted is not None and "serializer" in accepted:
@@ -98,6 +107,9 @@ def open(
                 continue
             if name in defaults and options[name] == defaults[name]:
                 del options[name]  # a general option left at its default: nothing to refuse
+                continue
+            if name == "timeout":
+                del options[name]  # a backend without the option has no lock to wait for
                 continue
             takes = ", ".join(sorted(accepted - {"self", "path", "location", "url"}))
             raise TypeError(f"the {chosen} backend does not take {name}=; it takes: {takes}")

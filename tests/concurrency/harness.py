@@ -263,3 +263,71 @@ def visible_from_another_process(case: type[MappingConformance], folder: Path) -
 def _has_marker(ref: tuple[str, str], folder: str) -> bool:
     with _open_case(ref, folder) as d:
         return "marker" in d
+
+
+# Single-writer stores (snapshot files, dbm): a writer in another process.
+
+
+def generation(g: int, keys: int = 40) -> dict[str, str]:
+    """Snapshot number ``g``: its size and every value tell ``g``, so a torn read shows."""
+    return {"gen": str(g), **{f"k{i:03d}": str(g) for i in range(g % keys + 1)}}
+
+
+def check_whole(snapshot: dict[str, Any]) -> int:
+    """Return the generation of ``snapshot``, asserting it is one whole generation."""
+    g = int(snapshot["gen"])
+    assert snapshot == generation(g), f"a torn snapshot: {sorted(snapshot.items())[:5]}..."
+    return g
+
+
+def _snapshot_writer(ref: tuple[str, str], folder: str, gens: int, events: Any) -> None:
+    first, go, done, finish = events
+    with _open_case(ref, folder) as d:
+        for g in range(1, gens + 1):
+            d.clear()
+            d.update(generation(g))
+            d.flush()
+            if g == 1:
+                first.set()
+                go.wait(timeout=60)
+        done.set()
+        finish.wait(timeout=60)  # keep the writer lock until told
+
+
+class Writer:
+    """A process holding ``case``'s store in ``folder`` open for writing.
+
+    It flushes generation 1 and waits; :meth:`proceed` lets it flush generations 2..``gens``
+    as fast as it can; :meth:`finish` lets it close. It holds the writer lock throughout.
+    """
+
+    def __init__(self, case: type[MappingConformance], folder: Path, gens: int = 2) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.first, self.go, self.done, self.stop = (ctx.Event() for _ in range(4))
+        events = (self.first, self.go, self.done, self.stop)
+        self.process = ctx.Process(
+            target=_snapshot_writer, args=(case_ref(case), str(folder), gens, events)
+        )
+        self.process.start()
+        assert self.first.wait(timeout=60), "the writer process did not start"
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def proceed(self) -> None:
+        self.go.set()
+
+    def wait_done(self) -> None:
+        assert self.done.wait(timeout=60), "the writer process did not finish writing"
+
+    def finish(self) -> None:
+        self.go.set()
+        self.stop.set()
+        self.process.join(timeout=60)
+        assert self.process.exitcode == 0
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(timeout=60)
