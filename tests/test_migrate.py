@@ -126,15 +126,17 @@ def test_sqlitedict_with_several_tables_asks_which(tmp_path: Path, dst: Path) ->
     assert_no_destination(dst)
 
 
+@pytest.mark.parametrize("keep", [3000, 0.5])
+@pytest.mark.parametrize("source", ["sqlitedict", "auto"])
 def test_truncated_sqlitedict_gives_clear_error_and_no_destination(
-    tmp_path: Path, dst: Path
+    tmp_path: Path, dst: Path, source: str, keep: float
 ) -> None:
     src = tmp_path / "old.sqlite"
     make_sqlitedict(src, DATA)
     raw = src.read_bytes()
-    src.write_bytes(raw[: len(raw) // 2])
+    src.write_bytes(raw[: int(keep if keep > 1 else len(raw) * keep)])
     with pytest.raises(persistdict.CorruptError, match=r"old\.sqlite"):
-        migrate.copy(src, dst, source="sqlitedict", trust_pickle=True)
+        migrate.copy(src, dst, source=source, trust_pickle=True)
     assert_no_destination(dst)
 
 
