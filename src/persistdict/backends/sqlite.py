@@ -21,6 +21,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import chain
+from operator import itemgetter
 from typing import Any, ClassVar, NoReturn, TypeVar
 
 from persistdict.backends.base import BackendBase, check_table_name, fork_generation
@@ -61,6 +63,13 @@ def _retry_busy(run: Callable[[], _T], timeout: float) -> _T:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def _first_column(rows: list[Any]) -> Iterator[Any]:
+    return map(_FIRST, rows)
+
+
+_FIRST = itemgetter(0)
 
 
 class _Translating:
@@ -408,14 +417,14 @@ class SqliteBackend(BackendBase):
             with self._errors():
                 rows = self._conn.execute(following, (rows[-1][0],)).fetchall()
 
+    # chain() and map() step through each page in C: Python runs once per page, not per key.
+
     def iter_keys(self) -> Iterator[str]:
-        for rows in self._pages(self._sql_keys_first, self._sql_keys_next):
-            for (key,) in rows:
-                yield key
+        pages = self._pages(self._sql_keys_first, self._sql_keys_next)
+        return chain.from_iterable(map(_first_column, pages))
 
     def iter_items(self) -> Iterator[tuple[str, Any]]:
-        for rows in self._pages(self._sql_items_first, self._sql_items_next):
-            yield from rows
+        return chain.from_iterable(self._pages(self._sql_items_first, self._sql_items_next))
 
     def count(self) -> int:
         if not self._table_exists:
