@@ -293,6 +293,15 @@ def test_convert_from_shelve_and_permadict(tmp_path: Path) -> None:
     assert read_all(tmp_path / "p.db") == {"user": "ada", "theme": "dark"}
 
 
+def test_convert_serializer_option_applies_to_the_destination(tmp_path: Path) -> None:
+    with shelve.open(str(tmp_path / "shelf")) as sh:
+        sh["tags"] = {"a", "b"}
+    dst = tmp_path / "d.db"
+    result = run("convert", tmp_path / "shelf", dst, "--trust-pickle", "--serializer", "pickle")
+    assert result.returncode == 0, result.stderr
+    assert read_all(dst, serializer="pickle") == {"tags": {"a", "b"}}
+
+
 def test_convert_of_a_truncated_source_leaves_no_destination(tmp_path: Path) -> None:
     (tmp_path / "old.json").write_text('{"a": "1", "b": "{\\"x\\"')
     result = run("convert", tmp_path / "old.json", tmp_path / "new.db", "--from", "persistdict-0")

@@ -314,6 +314,18 @@ def test_persistdict0_example_from_the_issue(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "new.json").read_text()) == {"cfg": {"root": "/srv"}}
 
 
+def test_a_double_encoded_file_copied_as_plain_json_gets_a_note(tmp_path: Path) -> None:
+    src = tmp_path / "state.json"
+    src.write_text('{"cfg": "{\\"root\\": \\"/srv\\"}", "n": "[1]"}', encoding="utf-8")
+    summary = migrate.copy(src, tmp_path / "as_is.db")
+    assert read_all(tmp_path / "as_is.db") == {"cfg": '{"root": "/srv"}', "n": "[1]"}
+    (note,) = summary.notes
+    assert "--from persistdict-0" in note
+    plain = tmp_path / "plain.json"
+    plain.write_text('{"cfg": "{\\"root\\": \\"/srv\\"}", "n": 1}', encoding="utf-8")
+    assert migrate.copy(plain, tmp_path / "plain.db").notes == []
+
+
 def test_persistdict0_refuses_a_file_that_is_not_double_encoded(tmp_path: Path) -> None:
     src = tmp_path / "state.json"
     src.write_text('{"ok": "1", "plain": {"root": "/srv"}}', encoding="utf-8")

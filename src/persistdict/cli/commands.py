@@ -66,15 +66,21 @@ class UsageError(Exception):
 # Opening targets.
 
 
-def _open(args: argparse.Namespace, target: str, flag: str) -> PersistDict:
-    options: dict[str, Any] = {"backend": args.backend, "format": args.format}
-    if args.table is not None:
-        options["table"] = args.table
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The opening options given on the command line, left out when not given."""
+    options: dict[str, Any] = {}
     if args.serializer is not None:
         options["serializer"] = args.serializer
     if args.timeout is not None:
         options["timeout"] = args.timeout
-    return persistdict.open(target, flag, **options)
+    return options
+
+
+def _open(args: argparse.Namespace, target: str, flag: str) -> PersistDict:
+    options = _options(args)
+    if args.table is not None:
+        options["table"] = args.table
+    return persistdict.open(target, flag, backend=args.backend, format=args.format, **options)
 
 
 def _label(d: PersistDict) -> str:
@@ -168,18 +174,13 @@ def cmd_load(args: argparse.Namespace) -> int:
     if not isinstance(data, dict):
         raise UsageError(f"stdin holds a JSON {type(data).__name__}; load needs an object")
     existing = "replace" if args.replace else "merge"
-    options: dict[str, Any] = {}
-    if args.serializer is not None:
-        options["serializer"] = args.serializer
-    if args.timeout is not None:
-        options["timeout"] = args.timeout
     with writing(
         args.target,
         backend=args.backend,
         fmt=args.format,
         table=args.table or "items",
         existing=existing,
-        **options,
+        **_options(args),
     ) as (d, _):
         d.update(data)
     return EXIT_OK
@@ -204,9 +205,6 @@ def _progress(stream: TextIO) -> migrate.Progress:
 def cmd_convert(args: argparse.Namespace) -> int:
     existing = "replace" if args.replace else "merge" if args.merge else "refuse"
     on_terminal = sys.stderr.isatty() and not args.quiet
-    options: dict[str, Any] = {}
-    if args.timeout is not None:
-        options["timeout"] = args.timeout
     try:
         summary = migrate.copy(
             args.src,
@@ -221,13 +219,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
             dst_format=args.format,
             existing=existing,
             progress=_progress(sys.stderr) if on_terminal else None,
-            **options,
+            **_options(args),
         )
     finally:
         if on_terminal:
             sys.stderr.write("\r\x1b[K")
     if not args.quiet:
         print(summary.line(), file=sys.stderr)
+        for note in summary.notes:
+            print(f"persistdict: note: {note}", file=sys.stderr)
     return EXIT_OK
 
 

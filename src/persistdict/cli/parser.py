@@ -108,6 +108,7 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "  persistdict convert AppState.txt state.json --from permadict\n"
         "  persistdict convert cache_dir cache.db --from diskcache --trust-pickle "
         "--on-error str\n\n"
+        "--backend, --format and --serializer describe DST.\n"
         "SRC is opened read-only. A DST that does not exist is built beside its final place "
         "and\nmoved there when complete; an existing one is written in one transaction. A "
         "failed or\ninterrupted convert leaves no half-written DST.\n\n"

@@ -30,6 +30,7 @@ its final place and moved there whole (see :mod:`persistdict.migrate.target`).
 from __future__ import annotations
 
 import dbm
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -96,6 +97,8 @@ class Summary:
     left_out: int = 0
     left_out_reason: str = ""
     seconds: float = 0.0
+    #: Things the user may want to know, such as a source that looks double-encoded.
+    notes: list[str] = field(default_factory=list)
 
     def line(self, limit: int = 5) -> str:
         """One line with the counts, naming up to ``limit`` skipped or converted keys."""
@@ -300,6 +303,40 @@ class _Pump:
         self.copied += 1
 
 
+class _DoubleEncoded:
+    """Watches values for the original module's layout: every value a string of JSON."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.all_json_text = True
+
+    def watch(self, items: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+        for key, value in items:
+            if self.all_json_text:
+                self.all_json_text = _is_json_text(value)
+                self.seen += 1
+            yield key, value
+
+    def note(self, src: str) -> list[str]:
+        if not (self.all_json_text and self.seen):
+            return []
+        return [
+            f"every value of {src} is a string holding JSON; if the original persistdict "
+            "module wrote it, convert it again with --from persistdict-0 --replace (Python: "
+            "source='persistdict-0', existing='replace')"
+        ]
+
+
+def _is_json_text(value: Any) -> bool:
+    if not isinstance(value, str) or value[:1] not in ("{", "[", '"'):
+        return False
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _batches(items: Iterator[tuple[Any, Any]], pump: _Pump) -> Iterator[dict[str, Any]]:
     batch: dict[str, Any] = {}
     for raw_key, value in items:
@@ -383,8 +420,10 @@ def copy(
         ) as (d, label):
             pump = _Pump(d, on_error, reader.label, label)
             items = reader.items()
+            watcher = _DoubleEncoded()
+            watched = watcher.watch(items) if reader.kind == "persistdict" else items
             try:
-                for batch in _batches(items, pump):
+                for batch in _batches(watched, pump):
                     pump.write(batch)
                     if progress is not None:
                         progress(pump.copied, total, time.monotonic() - start)
@@ -405,4 +444,5 @@ def copy(
         left_out=reader.left_out,
         left_out_reason=reader.left_out_reason,
         seconds=time.monotonic() - start,
+        notes=watcher.note(reader.label),
     )
