@@ -300,6 +300,28 @@ def test_permadict_json_csv_and_pickle_files(tmp_path: Path) -> None:
     assert read_all(tmp_path / "c.json") == DATA
 
 
+def test_permadict_csv_with_header_and_broken_files(tmp_path: Path, dst: Path) -> None:
+    (tmp_path / "State.txt").write_text("key,value\r\nuser,ada\r\n", encoding="utf-8")
+    migrate.copy(tmp_path / "State.txt", dst, source="permadict")
+    assert read_all(dst) == {"user": "ada"}
+
+    truncated = tmp_path / "Trunc.txt"
+    truncated.write_bytes(pickle.dumps(DATA)[:-100])
+    with pytest.raises(persistdict.CorruptError, match=r"Trunc\.txt"):
+        migrate.copy(truncated, tmp_path / "out" / "t.json", source="permadict", trust_pickle=True)
+    not_a_dict = tmp_path / "List.txt"
+    not_a_dict.write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(persistdict.CorruptError, match="not a dict"):
+        migrate.copy(not_a_dict, tmp_path / "out" / "l.json", source="permadict", trust_pickle=True)
+    half_json = tmp_path / "Half.txt"
+    half_json.write_text(json.dumps(DATA)[:500], encoding="utf-8")
+    with pytest.raises(persistdict.CorruptError, match=r"Half\.txt"):
+        migrate.copy(half_json, tmp_path / "out" / "h.json", source="permadict")
+    left = {p.name for p in (tmp_path / "out").iterdir()}
+    assert not left & {"t.json", "l.json", "h.json"}
+    assert not [name for name in left if "persistdict-convert" in name]
+
+
 def test_persistdict0_double_encoded_json(tmp_path: Path, dst: Path) -> None:
     src = tmp_path / "state.json"
     src.write_text(json.dumps({k: json.dumps(v) for k, v in DATA.items()}), encoding="utf-8")
