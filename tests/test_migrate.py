@@ -390,10 +390,29 @@ def test_copy_between_backends_keeps_every_value(tmp_path: Path) -> None:
     assert read_all(tmp_path / "c.json") == DATA
 
 
+def test_sqlite_source_is_read_without_leaving_files_beside_it(tmp_path: Path) -> None:
+    src = tmp_path / "src" / "a.db"
+    src.parent.mkdir()
+    with persistdict.open(src) as d:
+        d.update(DATA)
+    with persistdict.open(src, table="pickled", serializer="pickle") as d:
+        d["tags"] = {"x"}
+    before = snapshot(src.parent)
+    migrate.copy(src, tmp_path / "b.json")
+    assert read_all(tmp_path / "b.json") == DATA
+    with pytest.raises(UntrustedPickleError, match="table 'pickled'"):
+        migrate.copy(src, tmp_path / "c.db", src_table="pickled")
+    migrate.copy(
+        src, tmp_path / "c.db", src_table="pickled", trust_pickle=True, serializer="pickle"
+    )
+    assert read_all(tmp_path / "c.db", serializer="pickle") == {"tags": {"x"}}
+    assert snapshot(src.parent) == before
+
+
 def test_missing_source_table_is_an_error_not_an_empty_copy(tmp_path: Path) -> None:
     with persistdict.open(tmp_path / "a.db", table="users") as d:
         d["x"] = 1
-    with pytest.raises(ValueError, match=r"no table 'items'.*users"):
+    with pytest.raises(ValueError, match=r"no key/value table 'items'.*users.*--src-table"):
         migrate.copy(tmp_path / "a.db", tmp_path / "b.json")
     assert not (tmp_path / "b.json").exists()
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import persistdict
 from persistdict.backends import available
+from persistdict.detect import detect_backend
 from persistdict.mapping import PersistDict
 from persistdict.migrate.base import (
     SQLITE_HEADER,
@@ -166,6 +167,17 @@ def _permadict_format(path: str) -> str:
     return "csv"
 
 
+def _native_sqlite(src: str, kind: str, fmt: str | None) -> bool:
+    if kind == "sqlite":
+        return True
+    if kind != "persistdict" or fmt is not None:
+        return False
+    try:
+        return detect_backend(src) == "sqlite"
+    except ValueError:
+        return False  # NativeSource reports it
+
+
 def open_source(
     src: str,
     source: str = "auto",
@@ -200,6 +212,11 @@ def open_source(
             opened = SqliteTableSource(src, kind, table, default_table="items")
         else:
             opened = PersistDict0JsonSource(src)
+    elif _native_sqlite(src, kind, fmt):
+        # Read through SQLite directly rather than the backend: one consistent read
+        # transaction, no -wal/-shm files left beside the source, pickled values refused.
+        path = url_path(src) if split_scheme(src)[0] is not None else src
+        opened = SqliteTableSource(path, "sqlite", table or "items", default_table="items")
     elif kind == "persistdict" or kind in available():
         backend = "auto" if kind == "persistdict" else kind
         try:

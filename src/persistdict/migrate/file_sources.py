@@ -11,8 +11,6 @@ import persistdict
 from persistdict.detect import detect_backend
 from persistdict.errors import CorruptError
 from persistdict.migrate.base import Source, UntrustedPickleError, refusal
-from persistdict.migrate.sqlite_sources import connect_read_only, key_value_tables, sqlite_errors
-from persistdict.urls import split_scheme, url_path
 
 __all__ = ["NativeSource", "PersistDict0JsonSource", "ShelveSource"]
 
@@ -123,8 +121,6 @@ class NativeSource(Source):
         if chosen == "pickle" and not trust_pickle:
             # The pickle backend unpickles the whole file as it opens: refuse before that.
             raise UntrustedPickleError(refusal(f"pickle file {target!r}", "it is a pickle file"))
-        if chosen == "sqlite":
-            _require_table(target, table or "items")
         options: dict[str, Any] = {"backend": chosen}
         if table is not None:
             options["table"] = table
@@ -152,20 +148,3 @@ class NativeSource(Source):
 
     def close(self) -> None:
         self._dict.close()
-
-
-def _require_table(target: str, table: str) -> None:
-    # A missing table reads as an empty dict; for a copy that would silently copy nothing.
-    path = url_path(target) if split_scheme(target)[0] else target
-    cx = connect_read_only(path)
-    try:
-        with sqlite_errors(repr(path)):
-            tables = key_value_tables(cx)
-    finally:
-        cx.close()
-    if table not in tables:
-        names = ", ".join(sorted(tables)) or "none"
-        raise ValueError(
-            f"{path!r} has no table {table!r}; its key/value tables: {names}. Pick one with "
-            "--src-table (Python: src_table=)"
-        )

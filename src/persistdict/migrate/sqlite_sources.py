@@ -83,7 +83,8 @@ def choose_table(path: str, tables: dict[str, str], wanted: str | None, default:
     if wanted is not None:
         if wanted not in tables:
             raise ValueError(
-                f"{path!r} has no key/value table {wanted!r}; its key/value tables: {names}"
+                f"{path!r} has no key/value table {wanted!r}; its key/value tables: {names}. "
+                "Pick one with --src-table (Python: src_table=)"
             )
         return wanted
     if default in tables:
