@@ -9,6 +9,7 @@ import math
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,32 @@ def test_without_orjson_the_default_is_json_serializer() -> None:
         "JsonSerializer",
         "OrjsonSerializer needs orjson: pip install 'persistdict[fast]'",
     ]
+
+
+def _reference_json_file(data: dict[str, Any]) -> bytes:
+    """The JSON file format spelled out with the stdlib's public encoder, one call per item."""
+    for ensure_ascii in (False, True):  # lone surrogates force \u escapes
+        enc = json.JSONEncoder(ensure_ascii=ensure_ascii).encode
+        body = ",\n".join(f"  {enc(k)}: {enc(v)}" for k, v in data.items())
+        try:
+            return (f"{{\n{body}\n}}\n" if data else "{}\n").encode()
+        except UnicodeEncodeError:
+            continue
+    raise AssertionError("unreachable")
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(any_text, values, max_size=6))
+def test_json_file_bytes_are_the_stdlib_encoders(data: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as folder, persistdict.open(Path(folder) / "d.json") as d:
+        assert_same_outcome(d.backend.encode, _reference_json_file, data)
+
+
+def test_json_file_refuses_a_circular_value_as_json_does(tmp_path: Path) -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with persistdict.open(tmp_path / "d.json") as d:
+        with pytest.raises(ValueError, match="Circular reference detected"):
+            d.backend.encode({"k": loop})
+        d["k"] = [1]
+    assert (tmp_path / "d.json").read_bytes() == b'{\n  "k": [1]\n}\n'
