@@ -89,25 +89,6 @@ _DIGITS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
 _LONG_NUMBER = b"0" * 19
 
 
-def fast_json_loads(data: str | bytes, fallback: Callable[[Any], Any] = json.loads) -> Any:
-    """``fallback(data)``, a stdlib JSON decode, computed by orjson where the result is the same.
-
-    orjson refuses what it would read differently from json (``NaN``, ``1e400``, lone
-    surrogates, nesting past 1024, non-UTF-8 bytes); those inputs, and any holding a number of
-    19+ digits, go to ``fallback``, so results, types and errors are json's exactly.
-    """
-    loads = _fast_loads
-    if loads is None:
-        return fallback(data)
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    if _LONG_NUMBER in raw.translate(_DIGITS):
-        return fallback(data)
-    try:
-        return loads(raw)
-    except ValueError:  # orjson.JSONDecodeError: let json give its result or its own error
-        return fallback(data)
-
-
 class OrjsonSerializer(JsonSerializer):
     """:class:`JsonSerializer` with decoding done by orjson where its result is the same.
 
@@ -123,13 +104,14 @@ class OrjsonSerializer(JsonSerializer):
         super().__init__(ensure_ascii=ensure_ascii, **kwargs)
 
     def loads(self, data: str | bytes, /) -> Any:
-        # fast_json_loads inlined: this runs once per value read, and the call costs ~10%.
+        # orjson refuses what it would read differently from json (NaN, 1e400, lone
+        # surrogates, nesting past 1024, bad UTF-8): json then gives its own result or error.
         raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
         if _LONG_NUMBER in raw.translate(_DIGITS):
             return JsonSerializer.loads(self, data)
         try:
             return _fast_loads(raw)  # type: ignore[misc]
-        except ValueError:
+        except ValueError:  # orjson.JSONDecodeError
             return JsonSerializer.loads(self, data)
 
 
