@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,9 @@ POSTGRES_URL = os.environ.get(
 STRESS = int(os.environ.get("PERSISTDICT_STRESS", "1"))
 _REQUIRED = os.environ.get("PERSISTDICT_REQUIRE_SERVERS", "") not in ("", "0")
 _TAG = "pdtest"
+# One id per test session, inherited by the processes the tests start, so that they name the
+# same stores for the same folder; it is the pid of the session's pytest process.
+_SESSION = os.environ.setdefault("PERSISTDICT_TEST_SESSION", str(os.getpid()))
 _used: dict[str, set[str]] = {"redis": set(), "postgres": set()}
 
 
@@ -68,15 +72,14 @@ def server_url(kind: str) -> str:
 
 
 def namespace(kind: str, folder: Path) -> str:
-    """A name private to this test folder and process: the same folder gives the same name.
+    """A name private to this test folder: the same folder gives the same name, in every
+    process of the test session.
 
-    For redis it is a key prefix (``pdtest:<pid>:<digest>:``), for postgres a table name; it
-    is removed after the test that used it.
+    For redis it is a key prefix (``pdtest:<session>:<digest>:``), for postgres a table name;
+    it is removed after the test that used it.
     """
     digest = hashlib.blake2b(str(folder).encode(), digest_size=6).hexdigest()
-    name = (
-        f"{_TAG}:{os.getpid()}:{digest}:" if kind == "redis" else f"{_TAG}_{os.getpid()}_{digest}"
-    )
+    name = f"{_TAG}:{_SESSION}:{digest}:" if kind == "redis" else f"{_TAG}_{_SESSION}_{digest}"
     _used[kind].add(name)
     return name
 
@@ -255,12 +258,30 @@ def check_fork_child_uses_the_dict(open_dict: Callable[..., Any]) -> None:
         d["parent"] = 1
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
+            code = 1
             try:
                 d["child"] = d["parent"] + 1
                 d.close()
+                code = 0
             finally:
-                os._exit(0)
+                os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert status == 0
         d["after"] = 3
         assert d == {"parent": 1, "child": 2, "after": 3}
+
+
+def check_plain_write_waits_for_a_transaction(open_dict: Callable[..., Any]) -> None:
+    """A plain write by another client during a read-modify-write block waits for the block
+    and lands after it: neither update is lost."""
+    with open_dict() as d, open_dict() as other:
+        d["n"] = 0
+        writer = threading.Thread(target=other.__setitem__, args=("n", 100))
+        with d.transaction():
+            n = d["n"]
+            writer.start()
+            time.sleep(0.3)
+            assert writer.is_alive()  # waiting for the block to end
+            d["n"] = n + 1
+        writer.join(timeout=10)
+        assert d["n"] == 100

@@ -7,7 +7,17 @@ import os
 from hypothesis import HealthCheck, settings
 
 from persistdict.testing.stateful import machine_for
-from tests.backends import test_csv, test_dbm, test_json, test_memory, test_pickle, test_sqlite
+from tests.backends import (
+    test_csv,
+    test_dbm,
+    test_json,
+    test_lmdb,
+    test_memory,
+    test_pickle,
+    test_postgres,
+    test_redis,
+    test_sqlite,
+)
 
 # PERSISTDICT_STATEFUL_EXAMPLES raises the number of sequences for a long run by hand.
 _SETTINGS = settings(
@@ -25,6 +35,11 @@ TestSqliteStateful = machine_for(test_sqlite.TestSqlite()).TestCase
 TestSqliteBatchedStateful = machine_for(test_sqlite.TestSqliteBatched()).TestCase
 TestDbmStateful = machine_for(test_dbm.TestDbm()).TestCase
 TestMemoryStateful = machine_for(test_memory.TestMemory()).TestCase
+TestLmdbStateful = machine_for(test_lmdb.TestLmdb()).TestCase
+TestRedisStateful = machine_for(test_redis.TestRedis()).TestCase
+TestRedisBatchedStateful = machine_for(test_redis.TestRedisBatched()).TestCase
+TestPostgresStateful = machine_for(test_postgres.TestPostgres()).TestCase
+TestPostgresPickleStateful = machine_for(test_postgres.TestPostgresPickle()).TestCase
 
 for _case in (
     TestJsonStateful,
@@ -34,5 +49,10 @@ for _case in (
     TestSqliteBatchedStateful,
     TestDbmStateful,
     TestMemoryStateful,
+    TestLmdbStateful,
+    TestRedisStateful,
+    TestRedisBatchedStateful,
+    TestPostgresStateful,
+    TestPostgresPickleStateful,
 ):
     _case.settings = _SETTINGS

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from tests.conftest import (
     STRESS,
     acknowledged_before_kill,
     check_fork_child_uses_the_dict,
+    check_plain_write_waits_for_a_transaction,
     check_waiting_transaction_times_out,
     increment_concurrently,
     namespace,
@@ -104,15 +104,27 @@ def test_a_foreign_table_is_refused_untouched(tmp_path: Path) -> None:
     assert _sql(f"SELECT * FROM {table}") == [(1, "x")]
 
 
-def test_nul_in_a_key_is_refused_clearly(tmp_path: Path) -> None:
+def test_keys_with_nul_are_stored_escaped(tmp_path: Path) -> None:
+    table = namespace("postgres", tmp_path)
+    keys = ["a\x00b", "\x00", "\uffff", "\uffff0", "\uffff\x00", "plain"]
     with _open(tmp_path) as d:
-        with pytest.raises(ValueError, match="can't hold NUL"):
-            d["a\x00b"] = 1
+        for i, key in enumerate(keys):
+            d[key] = i
+        d.update({"u\x00": "batch"})
+        assert sorted(d) == sorted([*keys, "u\x00"])
+        assert [d[k] for k in keys] == list(range(len(keys)))
+        del d["a\x00b"]
         assert "a\x00b" not in d
-        assert d.get("a\x00b") is None
-        with pytest.raises(ValueError, match="can't hold NUL"):
-            d.update({"fine": 1, "a\x00": 2})
-        assert len(d) == 0
+    # PostgreSQL text can't hold NUL: it is written as U+FFFF "0", U+FFFF as U+FFFF U+FFFF.
+    stored = {k for (k,) in _sql(f"SELECT key FROM {table}")}
+    assert stored == {
+        "\uffff0",
+        "\uffff\uffff",
+        "\uffff\uffff0",
+        "\uffff\uffff\uffff0",
+        "plain",
+        "u\uffff0",
+    }
 
 
 def test_large_update_is_one_transaction(tmp_path: Path) -> None:
@@ -144,17 +156,7 @@ def test_two_clients_incrementing_in_transactions_end_exact(tmp_path: Path) -> N
 
 
 def test_a_plain_write_waits_for_a_transaction_instead_of_being_lost(tmp_path: Path) -> None:
-    with _open(tmp_path) as d, _open(tmp_path) as other:
-        d["n"] = 0
-        writer = threading.Thread(target=other.__setitem__, args=("n", 100))
-        with d.transaction():
-            n = d["n"]
-            writer.start()
-            time.sleep(0.3)
-            assert writer.is_alive()  # the plain write waits for the table lock
-            d["n"] = n + 1
-        writer.join(timeout=10)
-        assert d["n"] == 100  # applied after the block, not overwritten by it
+    check_plain_write_waits_for_a_transaction(lambda **options: _open(tmp_path, **options))
 
 
 def test_a_waiting_transaction_times_out_with_locked_error(tmp_path: Path) -> None:

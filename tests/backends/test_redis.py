@@ -20,6 +20,7 @@ from tests.conftest import (
     STRESS,
     acknowledged_before_kill,
     check_fork_child_uses_the_dict,
+    check_plain_write_waits_for_a_transaction,
     check_waiting_transaction_times_out,
     increment_concurrently,
     namespace,
@@ -117,8 +118,13 @@ def test_two_clients_incrementing_in_transactions_end_exact(tmp_path: Path) -> N
         assert d["n"] == 3 * 150 * STRESS
 
 
-def test_a_plain_write_during_a_transaction_makes_it_fail_whole(tmp_path: Path) -> None:
-    with _open(tmp_path) as d, _open(tmp_path) as other:
+def test_a_plain_write_waits_for_a_transaction_instead_of_being_lost(tmp_path: Path) -> None:
+    check_plain_write_waits_for_a_transaction(lambda **options: _open(tmp_path, **options))
+
+
+def test_a_foreign_write_during_a_transaction_makes_it_fail_whole(tmp_path: Path) -> None:
+    raw = _client()
+    with _open(tmp_path) as d:
         d["n"] = 1
         with (
             pytest.raises(LockedError, match=r"nothing was written\. Run the block again"),
@@ -126,8 +132,9 @@ def test_a_plain_write_during_a_transaction_makes_it_fail_whole(tmp_path: Path) 
         ):
             d["n"] = d["n"] + 1
             d["mine"] = True
-            other["theirs"] = True
-        assert dict(other) == {"n": 1, "theirs": True}
+            raw.hset(d.backend.hash_name, "theirs", b"true")  # type: ignore[attr-defined]
+        assert d == {"n": 1, "theirs": True}
+    raw.close()
 
 
 def test_a_waiting_transaction_times_out_with_locked_error(tmp_path: Path) -> None:

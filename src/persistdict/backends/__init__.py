@@ -33,7 +33,7 @@ _BUILTIN: dict[str, str] = {
     "memory": "persistdict.backends.memory:MemoryBackend",
     "redis": "persistdict.backends.redis_hash:RedisBackend",
     "postgres": "persistdict.backends.postgres_table:PostgresBackend",
-    # "lmdb": "persistdict.backends.lmdb_env:LmdbBackend",
+    "lmdb": "persistdict.backends.lmdb_env:LmdbBackend",
 }
 
 _loaded: dict[str, Any] = {}

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -48,6 +49,8 @@ DEFAULT_TIMEOUT = 10.0
 _PAGE = 1000
 _COPY_AT = 1000  # batches at least this large go through COPY
 _OPTIONS = {"schema": str, "timeout": float}
+_ESCAPE = "\uffff"
+_UNESCAPE = re.compile("\uffff([\uffff0])")
 # Connections inherited across fork are kept referenced, never closed in the child: closing
 # one would end the parent's session on the shared socket.
 _abandoned: list[Any] = []
@@ -251,17 +254,19 @@ class PostgresBackend(BackendBase):
     # The Backend methods.
 
     def get(self, key: str) -> Any:
-        if not _storable(key):
+        column = _stored_key(key)
+        if column is None:
             raise KeyError(key)
-        rows = self._read(self._sql(f"SELECT {self._col} FROM {{t}} WHERE key = %s"), (key,))
+        rows = self._read(self._sql(f"SELECT {self._col} FROM {{t}} WHERE key = %s"), (column,))
         if not rows:
             raise KeyError(key)
         return rows[0][0]
 
     def contains(self, key: str) -> bool:
-        if not _storable(key):
+        column = _stored_key(key)
+        if column is None:
             return False
-        return bool(self._read(self._sql("SELECT 1 FROM {t} WHERE key = %s"), (key,)))
+        return bool(self._read(self._sql("SELECT 1 FROM {t} WHERE key = %s"), (column,)))
 
     def _value(self, key: str, value: Any) -> Any:
         if self.jsonb:
@@ -281,32 +286,32 @@ class PostgresBackend(BackendBase):
 
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
-        _check_key(key)
+        column = _column_key(key)
         statement = self._sql(
             "WITH l AS (SELECT pg_advisory_xact_lock_shared(%s)) "
             f"INSERT INTO {{t}} (key, {self._col}) SELECT %s, %s FROM l "
             f"ON CONFLICT (key) DO UPDATE SET {self._col} = excluded.{self._col}"
         )
-        self._run(statement, (self._lock, key, self._value(key, value)))
+        self._run(statement, (self._lock, column, self._value(key, value)))
 
     def delete(self, key: str) -> None:
         self.check_writable()
-        if not _storable(key):
+        column = _stored_key(key)
+        if column is None:
             raise KeyError(key)
         statement = self._sql(
             "WITH l AS (SELECT pg_advisory_xact_lock_shared(%s)) "
             "DELETE FROM {t} USING l WHERE key = %s"
         )
         # Not retried after a dropped connection: a delete that did run would then say 0 rows.
-        if self._run(statement, (self._lock, key), retry=False).rowcount == 0:
+        if self._run(statement, (self._lock, column), retry=False).rowcount == 0:
             raise KeyError(key)
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
         self.check_writable()
         rows: dict[str, Any] = {}
         for key, value in items:  # the last value of a repeated key wins, as in dict.update
-            _check_key(key)
-            rows[key] = self._value(key, value)
+            rows[_column_key(key)] = self._value(key, value)
         if not rows:
             return
         with self._errors():
@@ -371,11 +376,12 @@ class PostgresBackend(BackendBase):
     def iter_keys(self) -> Iterator[str]:
         for rows in self._pages("key"):
             for (key,) in rows:
-                yield key
+                yield _dict_key(key)
 
     def iter_items(self) -> Iterator[tuple[str, Any]]:
         for rows in self._pages(f"key, {self._col}"):
-            yield from rows
+            for key, value in rows:
+                yield _dict_key(key), value
 
     # Transactions.
 
@@ -433,24 +439,31 @@ class PostgresBackend(BackendBase):
         return f"postgres {self._shown} table {where!r}{ro}"
 
 
-def _storable(key: str) -> bool:
-    """Whether ``key`` could have been stored: PostgreSQL text holds no NUL and only UTF-8."""
-    if "\x00" in key:
-        return False
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _check_key(key: str) -> None:
-    if "\x00" in key:
-        raise ValueError(f"can't store key {key!r}: PostgreSQL text can't hold NUL characters")
+def _column_key(key: str) -> str:
+    """The text stored for ``key``. PostgreSQL text can't hold NUL, so NUL is written as
+    U+FFFF "0" and U+FFFF itself as U+FFFF U+FFFF (a noncharacter, reserved for such internal
+    use); every other key is stored as it is. ``ValueError`` if UTF-8 can't encode ``key``."""
     try:
         key.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(f"can't store key {key!r} as UTF-8: {exc}") from None
+    if "\x00" in key or _ESCAPE in key:
+        return key.replace(_ESCAPE, _ESCAPE * 2).replace("\x00", _ESCAPE + "0")
+    return key
+
+
+def _stored_key(key: str) -> str | None:
+    """:func:`_column_key`, or ``None`` for a key that can't have been stored."""
+    try:
+        return _column_key(key)
+    except ValueError:
+        return None
+
+
+def _dict_key(column: str) -> str:
+    if _ESCAPE not in column:
+        return column
+    return _UNESCAPE.sub(lambda m: "\x00" if m.group(1) == "0" else _ESCAPE, column)
 
 
 def _check_utf8(key: str, value: str) -> None:

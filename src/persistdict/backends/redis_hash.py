@@ -17,14 +17,16 @@ retry after the server is back loses nothing.
 
 Transactions: WATCH and MULTI/EXEC alone would make two clients doing ``d["n"] += 1`` in
 ``transaction()`` fail each other, and user code can't be replayed after a WatchError. So the
-outermost ``transaction()`` first takes a lock key (``SET NX PX``; other transactions on the
-same hash wait up to ``timeout`` seconds, then :class:`~persistdict.LockedError`), then WATCHes
-the hash and the lock key. Writes in the block are buffered here, and reads consult the buffer
-before the server, so the block sees its own writes; the exit sends them with the lock's
-release in one MULTI/EXEC. Transactions on one hash are therefore serial and exact. The WATCH
-catches what the lock can't: a write to the hash outside ``transaction()`` by another client
-during the block, or the lock expiring after ``lock_ttl`` seconds (a crashed holder frees it
-that way). Then nothing is written and LockedError says to run the block again.
+outermost ``transaction()`` first takes a lock key (``SET NX PX``), then WATCHes the hash and
+the lock key. Writes in the block are buffered here, and reads consult the buffer before the
+server, so the block sees its own writes; the exit sends them with the lock's release in one
+MULTI/EXEC. Every write outside a transaction runs as a small Lua script that first checks
+the lock, so while a block runs, other persistdict clients' writes wait (up to ``timeout``
+seconds, then :class:`~persistdict.LockedError`) instead of breaking it. A read-modify-write
+block is therefore exact against other clients. The WATCH catches what the lock can't: a
+write by a program that doesn't use persistdict, or the lock expiring after ``lock_ttl``
+seconds (that is how a crashed holder's lock frees itself). Then nothing is written and
+LockedError says to run the block again.
 
 Iteration uses HSCAN, so memory stays flat. As with every Redis SCAN, a key present for the
 whole iteration is seen; a key may repeat only if the hash shrinks (another client deleting
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -55,6 +57,28 @@ _UNKNOWN: Any = object()  # an overlay lookup that must ask the server
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
+# Every write outside transaction() runs through this script, so it waits while a
+# transaction holds the lock instead of breaking it: -1 means "locked, try again". ARGV:
+# clear first ("1"/"0"), the number n of fields to delete, those fields, then field/value
+# pairs to set. Returns how many fields were deleted. Chunks stay below Lua's unpack limit.
+_APPLY = """
+if redis.call('exists', KEYS[2]) == 1 then return -1 end
+if ARGV[1] == '1' then redis.call('unlink', KEYS[1]) end
+local n = tonumber(ARGV[2])
+local removed = 0
+local i = 3
+while i < 3 + n do
+  local j = math.min(i + 999, 2 + n)
+  removed = removed + redis.call('hdel', KEYS[1], unpack(ARGV, i, j))
+  i = j + 1
+end
+while i <= #ARGV do
+  local j = math.min(i + 1999, #ARGV)
+  redis.call('hset', KEYS[1], unpack(ARGV, i, j))
+  i = j + 1
+end
+return removed
+"""
 _OPTIONS = {
     "db": int,
     "prefix": str,
@@ -237,6 +261,7 @@ class RedisBackend(BackendBase):
     def _connect(self) -> Any:
         client = self._redis.Redis(**self._connect_args)
         self._release = client.register_script(_RELEASE)
+        self._apply_script = client.register_script(_APPLY)
         self._client = client
         self._generation = fork_generation()
         return client
@@ -297,14 +322,40 @@ class RedisBackend(BackendBase):
         for i in range(0, len(kept), _CHUNK):
             pipe.hset(self._key, mapping=dict(kept[i : i + _CHUNK]))
 
+    def _apply(self, layer: _Layer) -> int:
+        """Write ``layer`` at once, all or nothing, after any transaction holding the lock;
+        return how many of its deletions removed a field."""
+        gone = [k for k, v in layer.writes.items() if v is None]
+        args: list[bytes] = [b"1" if layer.cleared else b"0", str(len(gone)).encode(), *gone]
+        for k, v in layer.writes.items():
+            if v is not None:
+                args += (k, v)
+        with self._errors():
+            removed = self._until_unlocked(
+                lambda: self._apply_script(keys=[self._key, self._lock_key], args=args)
+            )
+        return int(removed)
+
+    def _until_unlocked(self, attempt: Callable[[], Any]) -> Any:
+        # Polls: Redis has no blocking wait on a key's deletion. Bounded by timeout=.
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        while True:
+            result = attempt()
+            if result is not None and result is not False and result != -1:
+                return result
+            if time.monotonic() >= deadline:
+                raise LockedError(
+                    f"{self.describe()}: another client's transaction held the hash for "
+                    f"{self.timeout:g}s; retry, or pass a longer timeout="
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
     def _send_batch(self) -> None:
         if self._depth or not self._layers:
             return
-        layer = self._layers[0]
-        with self._errors():
-            pipe = self._r.pipeline(transaction=True)
-            self._queue(pipe, layer)
-            pipe.execute()
+        self._apply(self._layers[0])
         self._layers = []
 
     def _after_write(self) -> None:
@@ -342,8 +393,7 @@ class RedisBackend(BackendBase):
         k, v = _field(key), _payload(key, value)
         layer = self._buffer()
         if layer is None:
-            with self._errors():
-                self._r.hset(self._key, k, v)
+            self._apply(_Layer({k: v}))
             return
         layer.writes[k] = v
         self._after_write()
@@ -356,9 +406,8 @@ class RedisBackend(BackendBase):
             raise KeyError(key) from None
         layer = self._buffer()
         if layer is None:
-            with self._errors():
-                if not self._r.hdel(self._key, k):
-                    raise KeyError(key)
+            if not self._apply(_Layer({k: None})):
+                raise KeyError(key)
             return
         if not self.contains(key):
             raise KeyError(key)
@@ -371,7 +420,7 @@ class RedisBackend(BackendBase):
         if self._depth:
             self._layers[-1].writes.update(encoded)
             return
-        # One MULTI/EXEC: all of the batch (with any pending commit_every writes) or nothing.
+        # One script call: all of the batch (with any pending commit_every writes) or nothing.
         batch = self._layers[0] if self._layers else _Layer()
         batch.writes.update(encoded)
         self._layers = [batch]
@@ -383,8 +432,7 @@ class RedisBackend(BackendBase):
             self._layers[-1] = _Layer(cleared=True)
             return
         self._layers = []
-        with self._errors():
-            self._r.unlink(self._key)
+        self._apply(_Layer(cleared=True))
 
     def count(self) -> int:
         with self._errors():
@@ -430,18 +478,9 @@ class RedisBackend(BackendBase):
 
     def _acquire(self) -> None:
         token = secrets.token_hex(16).encode()
-        deadline = time.monotonic() + self.timeout
-        pause = 0.001
         ttl_ms = max(1, int(self.lock_ttl * 1000))
         with self._errors():
-            while not self._r.set(self._lock_key, token, nx=True, px=ttl_ms):
-                if time.monotonic() >= deadline:
-                    raise LockedError(
-                        f"{self.describe()}: another client's transaction held the hash for "
-                        f"{self.timeout:g}s; retry, or pass a longer timeout="
-                    )
-                time.sleep(pause)
-                pause = min(pause * 2, 0.05)
+            self._until_unlocked(lambda: self._r.set(self._lock_key, token, nx=True, px=ttl_ms))
             self._token = token
             try:
                 self._watch = self._r.pipeline(transaction=True)
@@ -473,9 +512,9 @@ class RedisBackend(BackendBase):
             except redis.exceptions.WatchError as exc:
                 self._end_outermost()
                 raise LockedError(
-                    f"{self.describe()}: another client wrote to the hash outside a "
-                    "transaction, or this transaction ran past lock_ttl="
-                    f"{self.lock_ttl:g}s; nothing was written. Run the block again"
+                    f"{self.describe()}: a client not using persistdict wrote to the hash "
+                    f"during the transaction, or it ran past lock_ttl={self.lock_ttl:g}s; "
+                    "nothing was written. Run the block again"
                 ) from exc
             self._watch.reset()
             self._watch = None

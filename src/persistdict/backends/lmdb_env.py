@@ -1,0 +1,544 @@
+"""The LMDB backend: one named database per table in an LMDB environment (a directory).
+
+Targets: ``data.lmdb`` (a directory holding ``data.mdb`` and ``lock.mdb``) or
+``lmdb:///relative.lmdb``, ``lmdb:////absolute.lmdb``, with options such as ``?map_size=...``
+in the query string or as keyword arguments.
+
+Keys are stored as UTF-8, except the empty key, which LMDB refuses: it is stored as the single
+byte ``0xff``, which no UTF-8 text can be. Keys are limited to 511 UTF-8 bytes. Values are the
+serializer's output (``str`` as UTF-8).
+
+Durability: every write is a committed LMDB write transaction before the call returns; with
+``sync=True`` (default) the commit is fsynced and survives power loss, ``sync=False`` survives
+a killed process only. ``update()`` is one transaction.
+
+Concurrency: any number of processes read and write one environment; LMDB lets one write
+transaction run at a time and readers never wait. ``transaction()`` is a write transaction
+(nested blocks are LMDB child transactions), so a read-modify-write in it is exact across
+processes. Within one process the environment is opened once and shared by every dict on it,
+as LMDB requires, and operations on it are serialized.
+
+The map (the environment's maximum size) grows instead of failing: it is doubled before a
+write when more than half is used, and when a write still finds it full, the write is run
+again on the larger map. Inside ``transaction()`` the block's writes so far are replayed on a
+fresh write transaction, which is exact because they are replayed only if no other process
+committed in between; otherwise :class:`~persistdict.LockedError` asks to run the block again.
+
+Iteration reads pages of keys in short read transactions, so nothing stays open between
+pages (a long read transaction would stop LMDB from reusing pages) and memory stays flat.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from persistdict.backends.base import BackendBase, check_table_name, fork_generation
+from persistdict.errors import ClosedError, CorruptError, LockedError
+from persistdict.urls import parse_bool, split_scheme, url_options, url_path
+
+__all__ = ["LmdbBackend"]
+
+DEFAULT_MAP_SIZE = 1 << 30  # address space, not disk: the file grows only as pages are written
+_PAGE = 1000
+_EMPTY_KEY = b"\xff"
+_OPTIONS: dict[str, Callable[[str], Any]] = {"map_size": int, "max_dbs": int, "sync": parse_bool}
+_Op = tuple[Any, ...]
+
+
+def _lmdb() -> Any:
+    try:
+        import lmdb
+    except ImportError as exc:
+        raise ImportError("the lmdb backend needs: pip install 'persistdict[lmdb]'") from exc
+    return lmdb
+
+
+@dataclass
+class _Env:
+    """One process-wide handle on an environment, shared by every dict opened on it."""
+
+    env: Any
+    readonly: bool
+    generation: int
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    users: int = 0
+    writer: object | None = None  # the backend whose transaction() holds the write txn
+
+
+_envs: dict[str, _Env] = {}
+_envs_lock = threading.Lock()
+
+
+def _close_inherited(path: str, shared: _Env) -> None:
+    """Close, in a forked child, the handle inherited from the parent. py-lmdb refuses to open
+    an environment twice in a process, so it must go; closing is safe for the parent: LMDB
+    clears only reader slots of the closing pid, and the child holds none of its file locks.
+    """
+    if _envs.get(path) is shared:
+        del _envs[path]
+    shared.env.close()
+
+
+def _key(key: str) -> bytes:
+    return key.encode("utf-8") if key else _EMPTY_KEY
+
+
+def _unkey(raw: bytes) -> str:
+    return "" if raw == _EMPTY_KEY else raw.decode("utf-8")
+
+
+class LmdbBackend(BackendBase):
+    """A dict stored in the named database ``table`` of the LMDB environment at ``path``.
+
+    Args:
+        path: the environment directory (``data.lmdb``) or an ``lmdb://`` URL.
+        table: the named database, ``[A-Za-z_][A-Za-z0-9_]*``; several per environment.
+        flag: ``r``, ``w``, ``c`` or ``n`` as in :func:`dbm.open`; ``n`` empties only ``table``.
+        mode: permission bits for the files this call creates (less the umask).
+        map_size: the initial map size in bytes (default 1 GiB); it grows when needed.
+        max_dbs: how many tables one environment may hold (default 128), fixed at first open.
+        sync: fsync each commit (default true); false trades power-loss safety for speed.
+    """
+
+    name: ClassVar[str] = "lmdb"
+    schemes: ClassVar[tuple[str, ...]] = ("lmdb",)
+    suffixes: ClassVar[tuple[str, ...]] = (".lmdb",)
+    native_transactions: ClassVar[bool] = True
+    # The whole URL is taken so its query options are read, not dropped.
+    takes_url: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        table: str = "items",
+        *,
+        flag: str = "c",
+        mode: int | None = None,
+        map_size: int | None = None,
+        max_dbs: int | None = None,
+        sync: bool | None = None,
+    ) -> None:
+        self.table = check_table_name(table)
+        if flag not in ("r", "w", "c", "n"):
+            raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+        text = os.fspath(path)
+        given = {"map_size": map_size, "max_dbs": max_dbs, "sync": sync}
+        if split_scheme(text)[0] is not None:
+            options = url_options(text, given, _OPTIONS)
+            text = url_path(text)
+        else:
+            options = {k: v for k, v in given.items() if v is not None}
+        self.path = os.path.abspath(text)
+        self.read_only = flag == "r"
+        self._flag = flag
+        self._mode = 0o666 if mode is None else mode
+        self._map_size = int(options.get("map_size", DEFAULT_MAP_SIZE))
+        self._max_dbs = int(options.get("max_dbs", 128))
+        self._sync = bool(options.get("sync", True))
+        # Open write transactions of transaction(), outermost first, each with the writes
+        # made in it, to replay after growing the map.
+        self._levels: list[tuple[Any, list[_Op]]] = []
+        self._lmdb = _lmdb()
+        self._shared: _Env | None = None
+        self._db: Any = None
+        self._attach(initial=True)
+
+    # The shared environment.
+
+    def _attach(self, *, initial: bool = False) -> None:
+        lmdb = self._lmdb
+        exists = os.path.exists(os.path.join(self.path, "data.mdb"))
+        if not exists and self._flag in ("r", "w"):
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"no LMDB environment at {self.path!r}; open it with flag='c' to create it",
+                self.path,
+            )
+        with _envs_lock:
+            shared = _envs.get(self.path)
+            if shared is not None and shared.generation != fork_generation():
+                _close_inherited(self.path, shared)
+                shared = None
+            if shared is not None and shared.readonly and not self.read_only:
+                raise ValueError(
+                    f"{self.path!r} is open read-only in this process; close those dicts "
+                    "before opening it for writing (LMDB allows one handle per process)"
+                )
+            if shared is None:
+                if not self.read_only:
+                    # Made here: py-lmdb would give the directory the files' mode, without x.
+                    os.makedirs(self.path, exist_ok=True)
+                try:
+                    env = lmdb.open(
+                        self.path,
+                        map_size=self._map_size,
+                        max_dbs=self._max_dbs,
+                        readonly=self.read_only,
+                        sync=self._sync,
+                        mode=self._mode,
+                        create=not self.read_only,
+                    )
+                except lmdb.Error as exc:
+                    raise self._translate(exc) from exc
+                env.reader_check()  # free reader slots of processes that died
+                shared = _Env(env, self.read_only, fork_generation())
+                _envs[self.path] = shared
+            shared.users += 1
+        self._shared = shared
+        self._generation = shared.generation
+        try:
+            self._db = self._open_db(create=not self.read_only)
+            if initial and self._flag == "n":
+                self._write(lambda txn: txn.drop(self._db, delete=False))
+        except BaseException:
+            self._detach()
+            raise
+
+    def _open_db(self, *, create: bool) -> Any:
+        lmdb = self._lmdb
+        env = self._env_for_io()
+        try:
+            with self._guard():
+                return env.open_db(self.table.encode(), create=create)
+        except lmdb.NotFoundError:
+            return None  # read-only and no writer created the table yet
+        except lmdb.DbsFullError as exc:
+            raise ValueError(
+                f"{self.path!r} already holds max_dbs={self._max_dbs} tables; reopen the "
+                "environment with a larger max_dbs="
+            ) from exc
+
+    def _detach(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is None:
+            return
+        with _envs_lock:
+            shared.users -= 1
+            if shared.users == 0 and _envs.get(self.path) is shared:
+                del _envs[self.path]
+                if shared.generation == fork_generation():
+                    shared.env.close()
+
+    def _env_for_io(self) -> Any:
+        shared = self._shared
+        if shared is None:
+            raise ClosedError(f"{self.describe()} is closed; open it again with persistdict.open()")
+        if self._generation != fork_generation():
+            # A forked child must not use the parent's environment handle (LMDB's rule).
+            self._levels = []
+            self._shared = None
+            self._attach()
+            shared = self._shared
+            assert shared is not None
+        return shared.env
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        shared = self._shared
+        assert shared is not None
+        with shared.lock:
+            try:
+                yield
+            except self._lmdb.Error as exc:
+                translated = self._translate(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
+
+    def _translate(self, exc: Exception) -> Exception:
+        lmdb = self._lmdb
+        if isinstance(exc, lmdb.BadValsizeError):
+            return ValueError(
+                f"{self.path!r}: a key is longer than LMDB's limit of 511 UTF-8 bytes ({exc})"
+            )
+        if isinstance(exc, (lmdb.CorruptedError, lmdb.InvalidError, lmdb.VersionMismatchError)):
+            return CorruptError(
+                f"{self.path!r} is not a usable LMDB environment ({exc}); it was left "
+                "untouched. Restore a backup or check the path"
+            )
+        if isinstance(exc, lmdb.ReadonlyError):
+            return PermissionError(f"{self.path!r} can't be written: {exc}")
+        return exc
+
+    # Growing the map.
+
+    def _grow(self, env: Any, *, needed: bool) -> None:
+        """Double the map if asked or if more than half of it is used. Only called with no
+        transaction of this process open on ``env``."""
+        info = env.info()
+        used = (info["last_pgno"] + 1) * env.stat()["psize"]
+        if needed or used * 2 > info["map_size"]:
+            env.set_mapsize(info["map_size"] * 2)
+
+    def _write(self, work: Callable[[Any], Any]) -> Any:
+        """Run ``work(txn)`` in a write transaction of its own, growing the map as needed."""
+        lmdb = self._lmdb
+        self.check_writable()
+        env = self._env_for_io()
+        if self._levels:
+            return work(self._levels[-1][0])
+        with self._guard():
+            shared = self._shared
+            if shared is not None and shared.writer not in (None, self):
+                raise LockedError(
+                    f"{self.describe()}: another dict on this environment is inside "
+                    "transaction() in this thread; LMDB allows one write transaction"
+                )
+            self._grow(env, needed=False)
+            while True:
+                try:
+                    with env.begin(write=True, db=self._db) as txn:
+                        return work(txn)
+                except lmdb.MapFullError:
+                    self._grow(env, needed=True)
+                except lmdb.MapResizedError:
+                    env.set_mapsize(0)  # another process grew it: adopt its size
+
+    def _in_txn(self, op: _Op) -> Any:
+        """Apply one write inside transaction(), replaying the block on a larger map if full."""
+        while True:
+            try:
+                result = self._apply(self._levels[-1][0], op)
+            except self._lmdb.MapFullError:
+                self._regrow_and_replay()
+                continue
+            self._levels[-1][1].append(op)
+            return result
+
+    def _apply(self, txn: Any, op: _Op) -> Any:
+        kind = op[0]
+        if kind == "put":
+            return txn.put(op[1], op[2], db=self._db)
+        if kind == "del":
+            return txn.delete(op[1], db=self._db)
+        if kind == "many":
+            return txn.cursor(db=self._db).putmulti(op[1])
+        return txn.drop(self._db, delete=False)
+
+    def _regrow_and_replay(self) -> None:
+        env = self._env_for_io()
+        first_id = self._levels[0][0].id()
+        for txn, _ in reversed(self._levels):
+            txn.abort()
+        self._grow(env, needed=True)
+        while True:
+            root = env.begin(write=True, db=self._db)
+            if root.id() != first_id:
+                root.abort()
+                self._levels = [(None, [])] * len(self._levels)  # all aborted
+                raise LockedError(
+                    f"{self.describe()}: the map filled inside transaction() and another "
+                    "process wrote before it could be grown; nothing was written. Run the "
+                    "block again"
+                )
+            try:
+                parent = None
+                for depth, (_, log) in enumerate(self._levels):
+                    txn = root if depth == 0 else env.begin(write=True, db=self._db, parent=parent)
+                    for op in log:
+                        self._apply(txn, op)
+                    self._levels[depth] = (txn, log)
+                    parent = txn
+                return
+            except self._lmdb.MapFullError:
+                root.abort()
+                self._grow(env, needed=True)
+
+    # The Backend methods.
+
+    def _read(self, work: Callable[[Any], Any]) -> Any:
+        env = self._env_for_io()
+        if self._levels:
+            return work(self._levels[-1][0])
+        if self._db is None:
+            self._db = self._open_db(create=False)
+            if self._db is None:
+                return work(None)
+        with self._guard():
+            while True:
+                try:
+                    with env.begin(db=self._db) as txn:
+                        return work(txn)
+                except self._lmdb.MapResizedError:
+                    env.set_mapsize(0)
+
+    def get(self, key: str) -> Any:
+        try:
+            k = _key(key)
+        except UnicodeEncodeError:
+            raise KeyError(key) from None
+        value = self._read(lambda txn: None if txn is None else txn.get(k))
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def set(self, key: str, value: Any) -> None:
+        self._put_ops([("put", self._encode_key(key), self._payload(key, value))])
+
+    def _encode_key(self, key: str) -> bytes:
+        try:
+            k = _key(key)
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"can't store key {key!r} as UTF-8: {exc}") from None
+        if len(k) > 511:
+            raise ValueError(
+                f"can't store key {key[:40]!r}...: it is {len(k)} UTF-8 bytes and LMDB "
+                "keys are limited to 511"
+            )
+        return k
+
+    @staticmethod
+    def _payload(key: str, value: Any) -> bytes:
+        if isinstance(value, str):
+            try:
+                return value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"can't store the value for key {key!r} as UTF-8: {exc}") from None
+        return bytes(value)
+
+    def _put_ops(self, ops: list[_Op]) -> Any:
+        self.check_writable()
+        if self._levels:
+            with self._guard():
+                return [self._in_txn(op) for op in ops][-1]
+
+        def work(txn: Any) -> Any:
+            return [self._apply(txn, op) for op in ops][-1]
+
+        return self._write(work)
+
+    def delete(self, key: str) -> None:
+        self.check_writable()
+        try:
+            k = _key(key)
+        except UnicodeEncodeError:
+            raise KeyError(key) from None
+        if not self._put_ops([("del", k)]):
+            raise KeyError(key)
+
+    def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        rows = [(self._encode_key(k), self._payload(k, v)) for k, v in items]
+        if rows:
+            self._put_ops([("many", rows)])
+
+    def clear(self) -> None:
+        self._put_ops([("drop",)])
+
+    def count(self) -> int:
+        return int(self._read(lambda txn: 0 if txn is None else txn.stat(self._db)["entries"]))
+
+    def _page(self, after: bytes | None, values: bool) -> list[tuple[bytes, bytes]]:
+        def work(txn: Any) -> list[tuple[bytes, bytes]]:
+            if txn is None:
+                return []
+            cur = txn.cursor(db=self._db)
+            found = cur.set_range(after) if after is not None else cur.first()
+            if found and after is not None and cur.key() == after:
+                found = cur.next()
+            rows: list[tuple[bytes, bytes]] = []
+            while found and len(rows) < _PAGE:
+                rows.append((cur.key(), cur.value() if values else b""))
+                found = cur.next()
+            return rows
+
+        result: list[tuple[bytes, bytes]] = self._read(work)
+        return result
+
+    def iter_items(self) -> Iterator[tuple[str, Any]]:
+        after: bytes | None = None
+        while True:
+            rows = self._page(after, values=True)
+            for k, v in rows:
+                yield _unkey(k), v
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1][0]
+
+    def iter_keys(self) -> Iterator[str]:
+        after: bytes | None = None
+        while True:
+            rows = self._page(after, values=False)
+            for k, _ in rows:
+                yield _unkey(k)
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1][0]
+
+    # Transactions.
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.check_writable()
+        env = self._env_for_io()
+        shared = self._shared
+        assert shared is not None
+        with self._guard():
+            if not self._levels:
+                if shared.writer is not None:
+                    raise LockedError(
+                        f"{self.describe()}: another dict on this environment is inside "
+                        "transaction() in this thread; LMDB allows one write transaction"
+                    )
+                self._grow(env, needed=False)
+                txn = env.begin(write=True, db=self._db)
+                shared.writer = self
+            else:
+                txn = env.begin(write=True, db=self._db, parent=self._levels[-1][0])
+            self._levels.append((txn, []))
+            try:
+                yield
+            except BaseException:
+                txn, _ = self._levels.pop()
+                if txn is not None:
+                    txn.abort()
+                if not self._levels:
+                    shared.writer = None
+                raise
+            txn, log = self._levels.pop()
+            if self._levels:
+                txn.commit()
+                self._levels[-1][1].extend(log)
+                return
+            try:
+                self._commit_root(txn, log)
+            finally:
+                shared.writer = None
+
+    def _commit_root(self, txn: Any, log: list[_Op]) -> None:
+        while True:
+            try:
+                txn.commit()
+                return
+            except self._lmdb.MapFullError:
+                self._levels = [(txn, log)]
+                self._regrow_and_replay()
+                txn, log = self._levels.pop()
+
+    # Lifecycle.
+
+    def flush(self) -> None:
+        pass  # every write is committed before it returns
+
+    def close(self) -> None:
+        if self._shared is None:
+            return
+        for txn, _ in reversed(self._levels):
+            if txn is not None:
+                txn.abort()
+        self._levels = []
+        if self._generation != fork_generation():
+            with _envs_lock:
+                _close_inherited(self.path, self._shared)
+            self._shared = None
+            return
+        self._detach()
+
+    def describe(self) -> str:
+        ro = " read-only" if self.read_only else ""
+        return f"lmdb {self.path!r} table {self.table!r}{ro}"

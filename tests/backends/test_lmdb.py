@@ -1,0 +1,120 @@
+"""LMDB backend: the shared suite, plus map growth, shared environments and processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import persistdict
+from persistdict import LockedError, PersistDict
+from persistdict.testing import MappingConformance
+from tests.conftest import (
+    STRESS,
+    acknowledged_before_kill,
+    check_fork_child_uses_the_dict,
+    increment_concurrently,
+)
+
+
+class TestLmdb(MappingConformance):
+    def open_dict(self, folder: Path, **options: Any) -> PersistDict:
+        return persistdict.open(folder / "data.lmdb", **options)
+
+
+class TestLmdbTinyMap(MappingConformance):
+    """A 32 KiB map to start with: every test makes it grow, inside transactions too."""
+
+    def open_dict(self, folder: Path, **options: Any) -> PersistDict:
+        return persistdict.open(f"lmdb:///{folder}/tiny.lmdb?map_size=32768", **options)
+
+
+def _map_size(d: PersistDict) -> int:
+    size: int = d.backend._shared.env.info()["map_size"]  # type: ignore[attr-defined]
+    return size
+
+
+def test_the_map_grows_instead_of_failing(tmp_path: Path) -> None:
+    big = "x" * 5000
+    with persistdict.open(tmp_path / "g.lmdb", map_size=32768) as d:
+        d.update({f"u{i}": big for i in range(200)})  # one batch, about 1 MB
+        grown = _map_size(d)
+        assert grown > 32768
+        with d.transaction():
+            for i in range(400):  # fills the map mid-block: replayed on a larger one
+                d[f"t{i}"] = big
+            d["n"] = len(d)
+            with d.transaction():
+                d["inner"] = True
+        assert _map_size(d) > grown
+    with persistdict.open(tmp_path / "g.lmdb", "r") as d:
+        assert len(d) == 602
+        assert d["n"] == 600
+        assert d["t399"] == big
+
+
+def test_keys_are_plain_utf8_and_the_empty_key_is_0xff(tmp_path: Path) -> None:
+    import lmdb
+
+    with persistdict.open(tmp_path / "k.lmdb", table="t") as d:
+        d["é"] = 1
+        d[""] = 2
+    env = lmdb.open(str(tmp_path / "k.lmdb"), max_dbs=4)
+    with env.begin(db=env.open_db(b"t")) as txn:
+        assert dict(txn.cursor()) == {"é".encode(): b"1", b"\xff": b"2"}
+    env.close()
+
+
+def test_keys_past_511_bytes_are_refused_clearly(tmp_path: Path) -> None:
+    with persistdict.open(tmp_path / "k.lmdb") as d:
+        with pytest.raises(ValueError, match="limited to 511"):
+            d["é" * 300] = 1
+        with pytest.raises(ValueError, match="limited to 511"):
+            d.update({"fine": 1, "k" * 600: 2})
+        assert len(d) == 0
+
+
+def test_tables_of_one_environment_share_its_handle(tmp_path: Path) -> None:
+    target = tmp_path / "app.lmdb"
+    with (
+        persistdict.open(target, table="users") as users,
+        persistdict.open(target, table="sessions") as sessions,
+    ):
+        users["alice"] = 1
+        sessions["s1"] = "alice"
+        assert users.backend._shared is sessions.backend._shared  # type: ignore[attr-defined]
+        with users.transaction():
+            users["bob"] = 2
+            with pytest.raises(LockedError, match="one write transaction"):
+                sessions["s2"] = "bob"  # would deadlock on LMDB's writer lock
+        assert dict(sessions) == {"s1": "alice"}
+        assert dict(users) == {"alice": 1, "bob": 2}
+
+
+def test_missing_environment_and_read_only(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="flag='c'"):
+        persistdict.open(tmp_path / "none.lmdb", "r")
+    with persistdict.open(tmp_path / "e.lmdb", table="a") as d:
+        d["x"] = 1
+    with persistdict.open(tmp_path / "e.lmdb", "r", table="never_written") as d:
+        assert len(d) == 0
+        assert list(d) == []
+
+
+def test_processes_incrementing_in_transactions_end_exact(tmp_path: Path) -> None:
+    target = str(tmp_path / "c.lmdb")
+    increment_concurrently(target, {"sync": False}, 150 * STRESS)
+    with persistdict.open(target) as d:
+        assert d["n"] == 3 * 150 * STRESS
+
+
+def test_a_killed_process_loses_no_committed_write(tmp_path: Path) -> None:
+    target = str(tmp_path / "kill.lmdb")
+    done = acknowledged_before_kill(target, {}, 100 * STRESS)
+    with persistdict.open(target) as d:
+        assert [i for i in done if d.get(f"k{i}") != i] == []
+
+
+def test_fork_child_reopens_the_environment(tmp_path: Path) -> None:
+    check_fork_child_uses_the_dict(lambda **o: persistdict.open(tmp_path / "f.lmdb", **o))
