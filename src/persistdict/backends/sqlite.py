@@ -19,6 +19,7 @@ import errno
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
@@ -34,9 +35,68 @@ __all__ = ["SqliteBackend"]
 _T = TypeVar("_T")
 _PAGE = 1000
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-# Connections inherited across fork are kept referenced, never closed in the child: closing
-# one there could touch the parent's WAL index and locks.
+# What SQLite (and Python's sqlite3) say about a file that is not a sound database.
+_DAMAGED = (
+    "not a database",
+    "malformed",
+    "corrupt",
+    "unsupported file format",
+    "Could not decode to UTF-8",
+)
+# Connections inherited across fork() that were inside a transaction: never closed in the
+# child, where closing rolls back and could clear the WAL index entries of a transaction the
+# parent has in flight. See _after_fork_in_child.
 _abandoned: list[sqlite3.Connection] = []
+_live: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
+# Files a forked child can't write: a connection it inherited holds SQLite's write lock there.
+_locked_in_child: set[str] = set()
+
+
+def _forked_in_transaction(path: str) -> str:
+    return (
+        f"{path!r} was inside a transaction or an uncommitted commit_every batch when this "
+        "process forked; that transaction belongs to the parent, and SQLite's write lock on the "
+        "file stays taken in this child. Commit before fork() (flush(), or fork outside "
+        "`with d.transaction()`), or open the database only in the child"
+    )
+
+
+def _after_fork_in_child() -> None:
+    """Close, in a forked child, every connection it inherited that is not in a transaction.
+
+    SQLite keeps one table of its POSIX locks per process, and a child inherits the parent's
+    table but not the locks themselves. A connection the child opens to the same file would
+    then count the inherited entries as locks it holds: when the parent later closed its last
+    connection it would delete the WAL that the child's commits were still going to, and they
+    were lost (tests/concurrency/test_fork.py::test_child_commits_survive_the_parent_closing).
+    Closing the inherited connections here empties that table; it releases nothing of the
+    parent's, since POSIX locks belong to the process that took them.
+    """
+    for backend in list(_live):
+        cx = backend._cx
+        if cx is None:
+            continue
+        if cx.in_transaction:
+            _locked_in_child.add(os.path.realpath(backend.path))
+            _keep_forever(cx)
+        else:
+            with contextlib.suppress(sqlite3.Error):
+                cx.close()
+            _abandoned.append(cx)  # already closed; the stale object just stays referenced
+        backend._cx = cx
+
+
+def _keep_forever(cx: sqlite3.Connection) -> None:
+    # Not even interpreter shutdown may close (and so roll back) this connection in the child.
+    _abandoned.append(cx)
+    with contextlib.suppress(ImportError, AttributeError):
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(cx))
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:
@@ -88,7 +148,7 @@ class _Translating:
         return None
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, (sqlite3.Error, UnicodeDecodeError)):
             self._backend._raise(exc)
 
 
@@ -216,7 +276,7 @@ class SqliteBackend(BackendBase):
                     cx.execute(self._sql_clear)
             if self._table_exists:
                 self._check_schema(cx)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             cx.close()
             raise self._translate(exc) from exc
         except BaseException:
@@ -224,10 +284,13 @@ class SqliteBackend(BackendBase):
             raise
         self._cx = cx
         self._generation = fork_generation()
+        _live.add(self)
         return cx
 
     def _check_schema(self, cx: sqlite3.Connection) -> None:
-        columns = [row[1] for row in cx.execute(f'PRAGMA table_info("{self.table}")')]
+        # fetchall(), not iteration: a cursor left open by an error would keep the file locked
+        # (a closed connection lingers until its last statement is gone).
+        columns = [row[1] for row in cx.execute(f'PRAGMA table_info("{self.table}")').fetchall()]
         if columns[:2] != ["key", "value"] or len(columns) != 2:
             raise CorruptError(
                 f"{self.path!r} has a table {self.table!r} that persistdict did not create "
@@ -249,7 +312,7 @@ class SqliteBackend(BackendBase):
             return self._connect()
         return cx
 
-    def _translate(self, exc: sqlite3.Error) -> Exception:
+    def _translate(self, exc: Exception) -> Exception:
         text = str(exc)
         if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc):
             return LockedError(
@@ -258,8 +321,8 @@ class SqliteBackend(BackendBase):
             )
         if "readonly" in text or "read-only" in text:
             return ReadOnlyError(f"{self.path!r} can't be written: {text}")
-        if isinstance(exc, sqlite3.DatabaseError) and (
-            "not a database" in text or "malformed" in text or "corrupt" in text
+        if isinstance(exc, UnicodeDecodeError) or (  # SQLite's own message held broken text
+            isinstance(exc, sqlite3.DatabaseError) and any(sign in text for sign in _DAMAGED)
         ):
             return CorruptError(
                 f"{self.path!r} is not a usable SQLite database ({text}); it was left "
@@ -279,7 +342,7 @@ class SqliteBackend(BackendBase):
     def _errors(self) -> _Translating:
         return _Translating(self)
 
-    def _raise(self, exc: sqlite3.Error) -> NoReturn:
+    def _raise(self, exc: Exception) -> NoReturn:
         translated = self._translate(exc)
         if translated is exc:
             raise exc
@@ -314,7 +377,7 @@ class SqliteBackend(BackendBase):
             row = self._conn.execute(self._sql_get, (key,)).fetchone()
         except UnicodeEncodeError:  # a key UTF-8 can't hold was never stored
             row = None
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             self._raise(exc)
         if row is None:
             raise KeyError(key)
@@ -329,7 +392,7 @@ class SqliteBackend(BackendBase):
             return self._conn.execute(self._sql_has, (key,)).fetchone() is not None
         except UnicodeEncodeError:
             return False
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             self._raise(exc)
 
     def set(self, key: str, value: Any) -> None:
@@ -387,6 +450,8 @@ class SqliteBackend(BackendBase):
         except BaseException:
             self._depth -= 1
             self._count = None
+            if not self._owns(cx):
+                raise  # a forked child unwinding the parent's transaction: not its to end
             with self._errors():
                 if self._depth == 0:
                     cx.execute("ROLLBACK")
@@ -395,6 +460,8 @@ class SqliteBackend(BackendBase):
                     cx.execute(f"RELEASE pd_{self._depth}")
             raise
         self._depth -= 1
+        if not self._owns(cx):
+            raise LockedError(_forked_in_transaction(self.path))
         with self._errors():
             cx.execute("COMMIT" if self._depth == 0 else f"RELEASE pd_{self._depth}")
 
@@ -450,6 +517,30 @@ class SqliteBackend(BackendBase):
             if self._conn.in_transaction:
                 self._conn.execute("COMMIT")
         self._pending = 0
+
+    def _owns(self, cx: sqlite3.Connection) -> bool:
+        return cx is self._cx and self._generation == fork_generation()
+
+    def check_writable(self) -> None:
+        super().check_writable()
+        if _locked_in_child and os.path.realpath(self.path) in _locked_in_child:
+            raise LockedError(_forked_in_transaction(self.path))
+
+    def prepare_fork(self) -> None:
+        """Commit an idle ``commit_every`` batch just before ``os.fork()``.
+
+        An open batch would make the file unusable in the child (see ``_after_fork_in_child``).
+        ``PersistDict`` calls this while it holds the dict's lock; a transaction in progress is
+        left alone.
+        """
+        cx = self._cx
+        if cx is None or self._depth or self._generation != fork_generation():
+            return
+        if cx.in_transaction:
+            # A failed commit must not stop the fork; the child then reports the open batch.
+            with contextlib.suppress(sqlite3.Error):
+                cx.execute("COMMIT")
+                self._pending = 0
 
     def close(self) -> None:
         cx = self._cx
