@@ -3,15 +3,17 @@ detection of the server backends, and their drivers imported only when used."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import persistdict
 from persistdict.detect import detect_backend
 from persistdict.urls import mask_password, parse_bool, url_options
-from tests.conftest import subprocess_env
+from tests.conftest import namespace, server_url, subprocess_env
 
 _CONVERTERS = {"db": int, "timeout": float, "sync": parse_bool, "prefix": str}
 
@@ -138,3 +140,29 @@ def test_a_missing_driver_names_the_extra(module: str, target: str, extra: str) 
         check=True,
     ).stdout
     assert f"pip install 'persistdict[{extra}]'" in out
+
+
+def _readme_server_urls() -> list[str]:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Redis, PostgreSQL, LMDB", 1)[1].split("###", 1)[0]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]
+    return re.findall(r'persistdict\.open\("([^"]+)"', block)
+
+
+def test_the_readme_url_examples_parse_and_the_local_ones_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    urls = _readme_server_urls()
+    assert [detect_backend(u) for u in urls] == ["redis"] * 3 + ["postgres"] * 2 + ["lmdb"]
+    monkeypatch.chdir(tmp_path)
+    for url in urls:
+        if "127.0.0.1" in url:
+            url = url.replace("redis://127.0.0.1:6379/0", server_url("redis"))
+            prefix = namespace("redis", tmp_path)
+            with persistdict.open(url, table="sessions", prefix=prefix) as d:
+                d["s1"] = {"user": "ada"}
+                assert d["s1"] == {"user": "ada"}
+        elif "://" not in url:
+            with persistdict.open(url) as d:
+                d["k"] = 1
+            assert (tmp_path / url / "data.mdb").exists()
