@@ -93,6 +93,12 @@ def test_other_serializers_get_a_bytea_column(tmp_path: Path) -> None:
         table,
     )
     assert columns == [("key", "text"), ("value", "bytea")]
+    with _open(tmp_path, flag="n") as d:  # the JSON serializer works on a bytea table too
+        d["j"] = {"a": [1]}
+        assert d["j"] == {"a": [1]}
+    _open(tmp_path / "json").close()
+    with pytest.raises(ValueError, match=r"holds JSON \(a jsonb table\).*JSON serializer"):
+        TestPostgresPickle().open_dict(tmp_path / "json")
 
 
 def test_a_foreign_table_is_refused_untouched(tmp_path: Path) -> None:

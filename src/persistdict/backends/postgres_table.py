@@ -161,10 +161,14 @@ class PostgresBackend(BackendBase):
             columns = self._columns(cx)
         if columns:
             if columns == {"key": "text", "value": "jsonb", "raw": "text"}:
-                self.jsonb = True
+                if not self.jsonb:
+                    raise ValueError(
+                        f"{self.describe()} holds JSON (a jsonb table) and this serializer "
+                        "writes other data; open it with the JSON serializer, or pass another "
+                        "table="
+                    )
             elif columns == {"key": "text", "value": "bytea"}:
-                if self.jsonb:
-                    self.jsonb = False  # JSON text is stored as UTF-8 bytes; loads takes it
+                self.jsonb = False  # JSON text is then stored as UTF-8 bytes; loads takes it
             else:
                 found = ", ".join(f"{k} {v}" for k, v in columns.items())
                 raise CorruptError(
