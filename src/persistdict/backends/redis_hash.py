@@ -216,8 +216,8 @@ class RedisBackend(BackendBase):
                     f"{self._shown}: key {self.hash_name!r} holds a Redis {kind}, not a hash; "
                     "it was left untouched. Pass another table= or prefix="
                 )
-            if flag == "n":
-                client.unlink(self._key)
+        if flag == "n":
+            self._apply(_Layer(cleared=True))  # waits for a transaction in progress
 
     # Connection management.
 
