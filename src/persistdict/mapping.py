@@ -483,6 +483,21 @@ class PersistDict(MutableMapping[str, Any]):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _prepare_fork(self) -> None:
+        # Let the backend settle before os.fork() (SQLite commits an idle commit_every batch),
+        # unless another thread is using the dict: the fork must not wait for it.
+        prepare = getattr(self._backend, "prepare_fork", None)
+        if prepare is None:
+            return
+        lock: Any = self._lock
+        if hasattr(lock, "acquire") and not lock.acquire(blocking=False):
+            return
+        try:
+            prepare()
+        finally:
+            if hasattr(lock, "release"):
+                lock.release()
+
     def _after_fork_in_child(self) -> None:
         # A lock another parent thread held at fork() would stay held forever in the child,
         # where that thread does not exist, and hang its first use of the dict: reset it. A lock
@@ -528,6 +543,11 @@ def _close_all_at_exit() -> None:
             print(f"persistdict: could not save {d!r} at exit: {exc}", file=sys.stderr)
 
 
+def _prepare_fork() -> None:
+    for d in list(_open_dicts.values()):
+        d._prepare_fork()
+
+
 def _forget_after_fork() -> None:
     global _owner_pid
     # The child inherits the parent's dicts; it must not save them at its own exit.
@@ -539,4 +559,4 @@ def _forget_after_fork() -> None:
 
 atexit.register(_close_all_at_exit)
 if hasattr(os, "register_at_fork"):  # pragma: no branch
-    os.register_at_fork(after_in_child=_forget_after_fork)
+    os.register_at_fork(before=_prepare_fork, after_in_child=_forget_after_fork)

@@ -16,7 +16,10 @@ import multiprocessing
 import os
 import pkgutil
 import random
+import signal
+import sqlite3
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -331,3 +334,55 @@ class Writer:
     def kill(self) -> None:
         self.process.kill()
         self.process.join(timeout=60)
+
+
+# Fork.
+
+
+def run_in_fork(
+    child: Callable[[], object], parent: Callable[[], object] | None = None, timeout: float = 30
+) -> int:
+    """Run ``child()`` in a forked child while ``parent()`` runs here; the child's exit code.
+
+    The child ends with ``os._exit``: 0 if ``child()`` returned, 1 if it raised (the
+    traceback goes to stderr). A child still running after ``timeout`` seconds is killed and
+    counts as a failure (-9): a hang is a bug too.
+    """
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            child()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    try:
+        if parent is not None:
+            parent()
+    finally:
+        code = _wait_child(pid, timeout)
+    return code
+
+
+def _wait_child(pid: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -9
+        time.sleep(0.01)
+
+
+def integrity(path: Path) -> list[str]:
+    """SQLite's ``PRAGMA integrity_check`` of the file at ``path``, through plain sqlite3."""
+    cx = sqlite3.connect(path)
+    try:
+        return [row[0] for row in cx.execute("PRAGMA integrity_check").fetchall()]
+    finally:
+        cx.close()

@@ -9,19 +9,21 @@ Writers hold the same inter-process lock as snapshot files, since most dbm modul
 
 from __future__ import annotations
 
+import contextlib
 import dbm
 import errno
 import os
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from persistdict.backends.base import BackendBase
+from persistdict.backends.base import BackendBase, fork_generation
 from persistdict.errors import ClosedError, CorruptError
-from persistdict.locking import FileLock
+from persistdict.locking import DEFAULT_TIMEOUT, FileLock
 
 __all__ = ["DbmBackend"]
 
-DEFAULT_TIMEOUT = 10.0
+# dbm handles a forked child inherited: closing one there could write the parent's index.
+_inherited: list[Any] = []
 
 
 def _key_bytes(key: str) -> bytes:
@@ -56,6 +58,7 @@ class DbmBackend(BackendBase):
                 f"{self.path!r} exists but no dbm module recognises it; it was left untouched"
             )
         self._lock: FileLock | None = None
+        self._generation = fork_generation()
         if not self.read_only:
             self._lock = FileLock(self.path, timeout)
             self._lock.acquire()
@@ -117,13 +120,36 @@ class DbmBackend(BackendBase):
     def count(self) -> int:
         return len(self._live)
 
+    def check_writable(self) -> None:
+        super().check_writable()
+        if self._generation != fork_generation():
+            # dbm files have no locking of their own: a child's write would corrupt the file.
+            raise ClosedError(
+                f"{self.path!r} was opened for writing in the parent process before fork(), "
+                "and the parent holds its write lock: this copy can't be changed or saved. "
+                "Read it, or open the file again in the child with persistdict.open() (it waits "
+                "for the parent to close it)"
+            )
+
     def flush(self) -> None:
         db = self._db
         if db is not None and not self.read_only and hasattr(db, "sync"):
+            self.check_writable()
             db.sync()
+
+    def prepare_fork(self) -> None:
+        """Save the index just before ``os.fork()``, so the child inherits none unsaved that
+        its exit could write. A failure must not stop the fork; the next ``flush()`` reports it.
+        """
+        with contextlib.suppress(OSError, *dbm.error):
+            self.flush()
 
     def close(self) -> None:
         db, self._db = self._db, None
+        if db is not None and self._generation != fork_generation():
+            _inherited.append(db)
+            self._lock = None  # the parent's; locking.py already let go of the child's copy
+            return
         if db is not None:
             try:
                 db.close()
