@@ -15,9 +15,9 @@ import time
 import weakref
 from pathlib import Path
 
-from persistdict.errors import LockedError
+from persistdict.errors import ClosedError, LockedError
 
-__all__ = ["DEFAULT_TIMEOUT", "FileLock", "check_timeout", "lock_path_for"]
+__all__ = ["DEFAULT_TIMEOUT", "FileLock", "check_timeout", "forked_writer_error", "lock_path_for"]
 
 #: Seconds a writer waits for another process's lock before ``LockedError``: long enough to
 #: ride out another process's flush or transaction, short enough that a stuck holder is
@@ -25,6 +25,15 @@ __all__ = ["DEFAULT_TIMEOUT", "FileLock", "check_timeout", "lock_path_for"]
 DEFAULT_TIMEOUT = 10.0
 
 _held: weakref.WeakSet[FileLock] = weakref.WeakSet()
+
+
+def forked_writer_error(path: str) -> ClosedError:
+    """What a forked child gets when it changes a file through a writer its parent opened."""
+    return ClosedError(
+        f"{path!r} was opened for writing in the parent process before fork(), and the parent "
+        "holds its write lock: this copy can't be changed or saved. Read it, or open the file "
+        "again in the child with persistdict.open() (it waits for the parent to close it)"
+    )
 
 
 def check_timeout(timeout: object) -> float:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
 from persistdict.errors import ClosedError, CorruptError
-from persistdict.locking import DEFAULT_TIMEOUT, FileLock
+from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
 __all__ = ["DbmBackend"]
 
@@ -124,12 +124,7 @@ class DbmBackend(BackendBase):
         super().check_writable()
         if self._generation != fork_generation():
             # dbm files have no locking of their own: a child's write would corrupt the file.
-            raise ClosedError(
-                f"{self.path!r} was opened for writing in the parent process before fork(), "
-                "and the parent holds its write lock: this copy can't be changed or saved. "
-                "Read it, or open the file again in the child with persistdict.open() (it waits "
-                "for the parent to close it)"
-            )
+            raise forked_writer_error(self.path)
 
     def flush(self) -> None:
         db = self._db

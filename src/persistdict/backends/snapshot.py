@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
-from persistdict.errors import ClosedError, CorruptError
+from persistdict.errors import CorruptError
 from persistdict.fileio import atomic_write, previous_path, remove_stale_temps, restore_previous
-from persistdict.locking import DEFAULT_TIMEOUT, FileLock
+from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
 __all__ = ["SnapshotBackend"]
 
@@ -223,12 +223,7 @@ class SnapshotBackend(BackendBase):
 
     def _check_process(self) -> None:
         if self._fork_generation != fork_generation():
-            raise ClosedError(
-                f"{self.path!r} was opened for writing in the parent process before fork(), "
-                "and the parent holds its write lock: this copy can't be changed or saved. "
-                "Read it, or open the file again in the child with persistdict.open() (it waits "
-                "for the parent to close it)"
-            )
+            raise forked_writer_error(self.path)
 
     def check_writable(self) -> None:
         # A change in a forked child could never be saved: refuse it now rather than drop it.
