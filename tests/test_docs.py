@@ -1,21 +1,124 @@
-"""The documentation's code is run, so it can't drift from the library."""
+"""The documentation's code is run, so it can't drift from the library.
+
+Every ``python`` and ``console`` block of every page under ``docs/`` runs, page by page in
+document order, in an empty folder: python blocks share one namespace per page, console
+blocks are ``$ command`` lines followed by the exact output (stdout and stderr, in the order
+a terminal shows them; ``...`` matches anything). A block preceded by an HTML comment
+``<!-- not run: reason -->`` is left out. ``bash``/``toml``/``json`` blocks are never run.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import persistdict
-from persistdict import PersistDict
+from persistdict import PersistDict, migrate
 from persistdict.testing import MappingConformance
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+PAGES = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
+
+_FENCE = re.compile(
+    r"(?P<skip><!-- not run: [^>]+-->\n)?^```(?P<lang>[a-z]*)\n(?P<body>.*?)^```",
+    re.DOTALL | re.MULTILINE,
+)
+
+
+@dataclass
+class Block:
+    lang: str
+    body: str
+    line: int
+    skipped: bool
+
+
+def page_blocks(page: str) -> list[Block]:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return [
+        Block(m["lang"], m["body"], text.count("\n", 0, m.start("body")) + 1, bool(m["skip"]))
+        for m in _FENCE.finditer(text)
+    ]
 
 
 def python_blocks(page: str) -> list[str]:
-    text = (DOCS / page).read_text(encoding="utf-8")
-    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    return [b.body for b in page_blocks(page) if b.lang == "python"]
+
+
+def console_steps(body: str) -> list[tuple[str, str]]:
+    """``(command, expected output)`` for each ``$ `` line of a console block."""
+    steps: list[tuple[str, list[str]]] = []
+    for line in body.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            assert steps, f"console block starts with output, not a '$ ' line: {line!r}"
+            steps[-1][1].append(line)
+    return [(command, "\n".join(out)) for command, out in steps]
+
+
+def output_matches(expected: str, actual: str) -> bool:
+    pattern = ".*?".join(re.escape(part) for part in expected.rstrip().split("..."))
+    return re.fullmatch(pattern, actual.rstrip(), flags=re.DOTALL) is not None
+
+
+def shell_env(folder: Path) -> dict[str, str]:
+    """The environment of console examples: ``persistdict`` and ``python`` are this interpreter."""
+    bin_dir = folder / ".bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, runs in (("persistdict", "-m persistdict"), ("python", "")):
+        shim = bin_dir / name
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" {runs} "$@"\n')
+        shim.chmod(0o755)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONIOENCODING": "utf-8",
+        "COLUMNS": "100",
+    }
+
+
+def run_console(page: str, block: Block, folder: Path, env: dict[str, str]) -> None:
+    for command, expected in console_steps(block.body):
+        result = subprocess.run(
+            ["bash", "-c", command],
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=300,
+        )
+        where = f"{page}:{block.line}: $ {command}"
+        assert result.returncode == 0, f"{where}\nexit {result.returncode}\n{result.stdout}"
+        assert output_matches(expected, result.stdout), (
+            f"{where}\n--- documented ---\n{expected}\n--- printed ---\n{result.stdout}"
+        )
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_example_runs(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = shell_env(tmp_path)
+    namespace: dict[str, Any] = {"__name__": f"docs_{Path(page).stem}"}
+    for block in page_blocks(page):
+        if block.skipped:
+            continue
+        if block.lang == "python":
+            code = compile("\n" * (block.line - 1) + block.body, str(DOCS / page), "exec")
+            exec(code, namespace)  # our own docs
+        elif block.lang == "console":
+            run_console(page, block, tmp_path, env)
 
 
 # The "Writing a backend" page: its FolderBackend must pass the whole conformance suite,
@@ -38,3 +141,69 @@ def test_the_page_registers_the_same_way_as_the_test() -> None:
     example = python_blocks("writing-a-backend.md")[1]
     assert 'persistdict.register_backend("folder", FolderBackend)' in example
     assert 'backend="folder"' in example
+
+
+# The command line page: every command and option the parser has is documented there.
+
+CLI_PAGE = "cli.md"
+
+
+def _parser_commands() -> dict[str, list[str]]:
+    """Each sub-command of the real parser, with the option strings it takes."""
+    from persistdict.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {
+        name: [s for action in p._actions for s in action.option_strings]
+        for name, p in sub.choices.items()
+    }
+
+
+COMMANDS = _parser_commands()
+
+
+def test_the_parser_has_commands() -> None:
+    assert len(COMMANDS) >= 9, COMMANDS  # guards the derivation itself
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_cli_page_documents_every_command_with_an_example(command: str) -> None:
+    text = (DOCS / CLI_PAGE).read_text(encoding="utf-8")
+    assert re.search(rf"^## {command}$", text, re.MULTILINE), f"{CLI_PAGE} lacks '## {command}'"
+    examples = [
+        cmd
+        for block in page_blocks(CLI_PAGE)
+        if block.lang == "console" and not block.skipped
+        for cmd, _ in console_steps(block.body)
+    ]
+    assert any(re.search(rf"\bpersistdict {command}\b", cmd) for cmd in examples), (
+        f"{CLI_PAGE} has no run example of `persistdict {command}`"
+    )
+    for option in COMMANDS[command]:
+        assert f"`{option}" in text, f"{CLI_PAGE} lacks {command}'s option {option}"
+
+
+def test_cli_page_lists_every_exit_code() -> None:
+    from persistdict.cli import EXIT_CODES
+
+    text = (DOCS / CLI_PAGE).read_text(encoding="utf-8")
+    table = text.split("## Exit codes", 1)[1]
+    for code in EXIT_CODES:
+        assert re.search(rf"^\| `{code}` \|", table, re.MULTILINE), f"exit code {code} missing"
+
+
+# The migration page: a guide with a run `convert --from KIND` line for every source kind.
+
+
+@pytest.mark.parametrize("kind", migrate.KINDS)
+def test_migration_page_converts_from_every_kind(kind: str) -> None:
+    commands = [
+        cmd
+        for block in page_blocks("migration.md")
+        if block.lang == "console" and not block.skipped
+        for cmd, _ in console_steps(block.body)
+    ]
+    assert any(
+        re.match(rf"persistdict convert \S+ \S+ --from {re.escape(kind)}( |$)", c) for c in commands
+    ), f"migration.md has no run `persistdict convert SRC DST --from {kind}` example"
