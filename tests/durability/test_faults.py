@@ -227,3 +227,25 @@ def test_unencodable_nested_value_names_the_key_and_writes_nothing(tmp_path: Pat
     d.close()
     with persistdict.open(path, flag="r") as r:
         assert r["cfg"] == {"root": "/srv", "when": "now"}
+
+
+@pytest.mark.parametrize("backend", sorted(TARGETS))
+def test_transaction_whose_save_fails_is_undone(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / TARGETS[backend]
+    with persistdict.open(path, backend=backend) as d:
+        d["n"] = "1"
+    before = path.read_bytes()
+    d = persistdict.open(path, backend=backend)
+    d["unsaved"] = "kept"  # before the block: not part of it
+    fsync = Injector(fail_at=3, err=errno.ENOSPC)  # open, fchmod, write, then the fsync
+    with fsync.active(monkeypatch), pytest.raises(OSError, match="injected"), d.transaction():
+        d["n"] = str(int(d["n"]) + 1)
+    assert fsync.calls[3] == "fsync(fd)"
+    assert path.read_bytes() == before
+    assert dict(d) == {"n": "1", "unsaved": "kept"}  # running the block again counts once
+    with d.transaction():
+        d["n"] = str(int(d["n"]) + 1)
+    d.close()
+    assert _reopened(path, backend) == {"n": "2", "unsaved": "kept"}

@@ -278,9 +278,15 @@ class SnapshotBackend(BackendBase):
         except BaseException:
             self._data = self._saved.pop()
             raise
-        self._saved.pop()
+        saved = self._saved.pop()
         if not self._saved:
-            self.flush()
+            try:
+                self.flush()
+            except BaseException:
+                # A commit that could not be saved (disk full) undoes the block, as a failed
+                # COMMIT does: the caller sees an error and may run the block again.
+                self._data = saved
+                raise
 
     def describe(self) -> str:
         return f"{self.name} {self.path!r}" + (" read-only" if self.read_only else "")
