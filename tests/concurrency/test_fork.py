@@ -233,3 +233,31 @@ def test_lock_held_by_another_thread_at_fork_does_not_hang_the_child() -> None:
         leave.set()
         holder.join()
     d.close()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+def test_shared_store_used_in_parent_and_child(
+    case: type[MappingConformance], tmp_path: Path
+) -> None:
+    conformance = case()
+    d = conformance.open_dict(tmp_path)
+    if not shares_writers(d):
+        d.close()
+        pytest.skip("one writer at a time: see the single-writer test above")
+    n = 100 * stress()
+
+    def use(who: str) -> None:
+        for i in range(n):
+            d[f"{who}{i}"] = conformance.value(i)
+            with d.transaction():
+                d["n"] = d.get("n", 0) + 1
+        d.flush()  # the child ends with os._exit: nothing is saved for it at exit
+
+    try:
+        assert run_in_fork(lambda: use("child"), lambda: use("parent")) == 0
+        assert d["n"] == 2 * n
+        assert all(d[f"child{i}"] == d[f"parent{i}"] == conformance.value(i) for i in range(n))
+    finally:
+        d.close()
+    with conformance.open_dict(tmp_path, flag="r") as r:
+        assert len(r) == 1 + 2 * n

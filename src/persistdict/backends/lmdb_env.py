@@ -205,7 +205,13 @@ class LmdbBackend(BackendBase):
         env = self._env_for_io()
         try:
             with self._guard():
-                return env.open_db(self.table.encode(), create=create)
+                try:
+                    return env.open_db(self.table.encode(), create=create)
+                except lmdb.MapResizedError:
+                    # Another process grew the map since this one was opened (seen on
+                    # reattaching after fork: tests/concurrency/test_fork.py): adopt its size.
+                    env.set_mapsize(0)
+                    return env.open_db(self.table.encode(), create=create)
         except lmdb.NotFoundError:
             return None  # read-only and no writer created the table yet
         except lmdb.DbsFullError as exc:
