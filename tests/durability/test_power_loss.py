@@ -26,6 +26,12 @@ single write either lands or is dropped as a whole at the granularity of a call,
 inside a sector. It models one folder, not SQLite, whose own journal has its own test suite
 (SQLite is covered here by the kill test). It checks what persistdict writes, not bugs in
 the kernel or the file system.
+
+Why not a finer tool: dm-log-writes records real block writes but needs root, a device-mapper
+target and a spare block device, none of which an unprivileged CI container has; ALICE
+explores the same kind of crash states from a trace but needs its own patched strace and
+tool chain. This model applies ALICE's idea at the granularity we need (one folder, whole
+calls), on the stock strace that CI installs anyway.
 """
 
 from __future__ import annotations
