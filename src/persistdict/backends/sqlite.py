@@ -10,6 +10,11 @@ Concurrency: any number of processes may read and write one file. Writes that re
 (``transaction()``, ``update()``, ``pop``...) take the write lock up front with ``BEGIN
 IMMEDIATE``, so two writers never deadlock upgrading a read lock; waits are absorbed by
 SQLite's busy timeout (``timeout=``), past which :class:`~persistdict.LockedError` is raised.
+A ``commit_every`` batch holds the write lock from its first write until it commits.
+
+After ``os.fork()`` the child closes the connections it inherited and opens its own on first
+use; a file the parent was writing in a transaction (or an open batch) at the fork can't be
+written by the child (``LockedError``). Batches idle at the fork are committed just before it.
 """
 
 from __future__ import annotations
