@@ -409,6 +409,16 @@ def test_sqlite_source_is_read_without_leaving_files_beside_it(tmp_path: Path) -
     assert snapshot(src.parent) == before
 
 
+def test_a_table_is_not_copied_into_its_own_file(tmp_path: Path) -> None:
+    path = tmp_path / "app.sqlite"
+    make_sqlitedict(path, {"a": 1})
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"same file.*copy into another file"):
+        migrate.copy(path, path, trust_pickle=True)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite"]
+
+
 def test_missing_source_table_is_an_error_not_an_empty_copy(tmp_path: Path) -> None:
     with persistdict.open(tmp_path / "a.db", table="users") as d:
         d["x"] = 1
@@ -495,7 +505,7 @@ def test_progress_reports_counts(tmp_path: Path) -> None:
 def test_same_file_and_bad_arguments_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "a.json"
     path.write_text("{}")
-    with pytest.raises(ValueError, match="same file"):
+    with pytest.raises(ValueError, match="source and destination are the same file"):
         migrate.copy(path, path)
     with pytest.raises(ValueError, match="on_error must be one of"):
         migrate.copy(path, tmp_path / "b.json", on_error="ignore")

@@ -185,6 +185,16 @@ def _batches(items: Iterator[tuple[Any, Any]], pump: _Pump) -> Iterator[dict[str
         yield batch
 
 
+def _check_not_same(src: str, dst: str) -> None:
+    # Even into another table of one SQLite file: the destination's WAL mode would change the
+    # source file under the library that wrote it (sqlitedict's read-only mode then hangs).
+    if os.path.exists(src) and os.path.exists(dst) and os.path.samefile(src, dst):
+        raise ValueError(
+            f"source and destination are the same file: {src!r}; the source is never "
+            "written, so copy into another file"
+        )
+
+
 def copy(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -235,9 +245,7 @@ def copy(
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {EXISTING}, not {existing!r}")
     src_text, dst_text = os.fspath(src), os.fspath(dst)
-    both = os.path.exists(src_text) and os.path.exists(dst_text)
-    if both and os.path.samefile(src_text, dst_text):
-        raise ValueError(f"source and destination are the same file: {src_text!r}")
+    _check_not_same(src_text, dst_text)
     start = time.monotonic()
     reader = open_source(
         src_text, source, table=src_table, fmt=src_format, trust_pickle=trust_pickle

@@ -26,13 +26,14 @@ from persistdict.migrate.sqlite_sources import (
 )
 from persistdict.urls import split_scheme, url_path
 
-__all__ = ["KINDS", "detect_source", "open_source"]
+__all__ = ["KINDS", "detect_source", "is_sqlite", "open_source"]
 
 #: The foreign source kinds; every backend name is a source kind too.
 KINDS = ("sqlitedict", "shelve", "diskcache", "permadict", "persistdict-0")
 
 
-def _is_sqlite(path: str) -> bool:
+def is_sqlite(path: str) -> bool:
+    """Whether ``path`` is a file starting with the SQLite header."""
     try:
         with open(path, "rb") as f:
             return f.read(16) == SQLITE_HEADER
@@ -47,7 +48,7 @@ def detect_source(src: str, table: str | None = None) -> str:
         return "persistdict"
     if diskcache_database(src) is not None:
         return "diskcache"
-    if os.path.isfile(src) and _is_sqlite(src):
+    if os.path.isfile(src) and is_sqlite(src):
         cx = connect_read_only(src)
         try:
             with sqlite_errors(repr(src)):
@@ -122,7 +123,7 @@ def open_source(
             trust_pickle=trust_pickle,
         )
     elif kind == "persistdict-0":
-        if _is_sqlite(src):
+        if is_sqlite(src):
             opened = SqliteTableSource(src, kind, table, default_table="items")
         else:
             opened = PersistDict0JsonSource(src)
