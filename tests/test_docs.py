@@ -207,3 +207,58 @@ def test_migration_page_converts_from_every_kind(kind: str) -> None:
     assert any(
         re.match(rf"persistdict convert \S+ \S+ --from {re.escape(kind)}( |$)", c) for c in commands
     ), f"migration.md has no run `persistdict convert SRC DST --from {kind}` example"
+
+
+# The guarantees page: every claim links to a test; every linked test must exist.
+
+_TEST_LINK = re.compile(r"\]\((tests/[\w/]+\.py)#([^)\s]+)\)")
+
+
+def linked_tests(page: str) -> set[str]:
+    """The pytest node ids (``file::name[param]``) the page links to."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return {f"{path}::{name}" for path, name in _TEST_LINK.findall(text)}
+
+
+def collected(files: set[str]) -> set[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {line for line in result.stdout.splitlines() if "::" in line}
+
+
+def test_every_test_linked_from_guarantees_exists() -> None:
+    links = linked_tests("guarantees.md")
+    assert len(links) > 50, "the page should link its claims to tests"
+    files = {link.split("::", 1)[0] for link in links}
+    missing = sorted(links - collected(files))
+    assert missing == [], f"guarantees.md links to tests that don't exist: {missing}"
+
+
+def test_guarantees_page_covers_every_builtin_backend() -> None:
+    text = (DOCS / "guarantees.md").read_text(encoding="utf-8")
+    durability, concurrency = text.split("## Durability", 1)[1].split("## Concurrency", 1)
+    for name in persistdict.available_backends():
+        if name == "folder":  # registered above by the writing-a-backend test
+            continue
+        for table in (durability, concurrency):
+            assert re.search(rf"^\| `{name}`", table, re.MULTILINE) or re.search(
+                rf"^\| [^|]*`{name}`[^|]*\|", table, re.MULTILINE
+            ), f"guarantees.md has no row for {name}"
+
+
+def test_benchmarks_page_is_the_benchmarks_own_output() -> None:
+    text = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert images, "benchmarks.md shows no chart"
+    for image in images:
+        assert (DOCS / image).stat().st_size > 10_000, f"{image} is missing or empty"
+    # The command and the machine facts, as bench_backends.py prints them.
+    assert re.search(r"^Command: `python benchmarks/bench_backends.py .*--plot ", text, re.M)
+    assert re.search(r"^- CPU: .*cores", text, re.M)
+    assert re.search(r"^\| \*\*persistdict sqlite\*\* \| [\d.,]+ \(", text, re.M)
