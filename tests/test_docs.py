@@ -262,3 +262,10 @@ def test_benchmarks_page_is_the_benchmarks_own_output() -> None:
     assert re.search(r"^Command: `python benchmarks/bench_backends.py .*--plot ", text, re.M)
     assert re.search(r"^- CPU: .*cores", text, re.M)
     assert re.search(r"^\| \*\*persistdict sqlite\*\* \| [\d.,]+ \(", text, re.M)
+
+
+def test_every_page_is_in_the_nav() -> None:
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    nav = config.split("\nnav:\n", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"^\s+- [^:]+: (\S+\.md)$", nav, re.MULTILINE))
+    assert listed == set(PAGES), f"pages not in mkdocs.yml's nav: {set(PAGES) - listed}"
