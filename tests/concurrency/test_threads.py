@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from persistdict.testing import MappingConformance
-from tests.concurrency.harness import THREADS, case_id, conformance_cases, hammer_threads, stress
+from tests.concurrency.harness import case_id, conformance_cases, hammer_threads, stress
 
 CASES = conformance_cases()
 
@@ -22,8 +22,7 @@ def test_threads_share_one_dict_without_losing_writes(
     conformance = case()
     d = conformance.open_dict(tmp_path)
     try:
-        expected, ops = hammer_threads(d, conformance.value, ops=250 * stress())
-        assert ops == THREADS * 250 * stress()
+        expected, _ = hammer_threads(d, conformance.value, ops=250 * stress())
         assert dict(d) == expected
         assert len(d) == len(expected)
     finally:
