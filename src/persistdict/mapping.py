@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 from persistdict.backends.base import Backend, BackendBase, adapt
 from persistdict.errors import ClosedError, CorruptError
+from persistdict.locking import DEFAULT_TIMEOUT
 from persistdict.serializers import Serializer, serializer_for
 
 __all__ = ["PersistDict"]
@@ -537,10 +538,24 @@ def _close_all_at_exit() -> None:
     if os.getpid() != _owner_pid:
         return
     for d in list(_open_dicts.values()):
+        # A daemon thread may still hold the dict (it runs on during atexit): wait for it as
+        # long as for another process's lock, not forever, or the interpreter never exits.
+        lock: Any = d._lock
+        wait = getattr(d._backend, "timeout", DEFAULT_TIMEOUT)
+        if hasattr(lock, "acquire") and not lock.acquire(timeout=wait):
+            print(
+                f"persistdict: could not save {d!r} at exit: another thread kept using it "
+                f"for {wait:g}s",
+                file=sys.stderr,
+            )
+            continue
         try:
             d.close()
         except Exception as exc:
             print(f"persistdict: could not save {d!r} at exit: {exc}", file=sys.stderr)
+        finally:
+            if hasattr(lock, "release"):
+                lock.release()
 
 
 def _prepare_fork() -> None:

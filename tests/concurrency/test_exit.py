@@ -87,3 +87,35 @@ def test_a_dict_that_cannot_be_saved_at_exit_says_so_in_one_line(tmp_path: Path)
     assert "at exit:" in lines[0]
     assert (tmp_path / "state.json").read_bytes() == before
     assert json.loads((tmp_path / "other.json").read_text()) == {"saved": "anyway"}
+
+
+def test_a_daemon_thread_holding_a_dict_does_not_hang_exit(tmp_path: Path) -> None:
+    done = _run(
+        """
+        import sys, threading, time, persistdict
+        folder = sys.argv[1]
+        stuck = persistdict.open(f"{folder}/data.db", timeout=0.5)
+        inside = threading.Event()
+
+        def work():
+            with stuck.transaction():
+                stuck["x"] = 1
+                inside.set()
+                time.sleep(600)                    # still in the block when main exits
+
+        threading.Thread(target=work, daemon=True).start()
+        inside.wait()
+        other = persistdict.open(f"{folder}/other.json")
+        other["saved"] = True
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [
+        f"persistdict: could not save <PersistDict sqlite {str(tmp_path / 'data.db')!r} "
+        "table 'items'> at exit: another thread kept using it for 0.5s"
+    ]
+    assert json.loads((tmp_path / "other.json").read_text()) == {"saved": True}
+    with persistdict.open(tmp_path / "data.db", "r") as d:
+        assert "x" not in d  # the unfinished block was not committed
+    assert integrity(tmp_path / "data.db") == ["ok"]
