@@ -9,6 +9,7 @@ the folder in a state that blocks the next open.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -89,6 +90,13 @@ class FileLock:
             return
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"can't open {self.data_path!r}: the folder {str(self.path.parent)!r} does not "
+                "exist; create it first",
+                self.data_path,
+            ) from None
         except PermissionError as exc:
             # The side file was left by another user (created 0o644 under their umask): a
             # read-only descriptor can still be locked, so it must not block this writer.
@@ -125,9 +133,18 @@ class FileLock:
     def _holder_pid(fd: int) -> int | None:
         try:
             raw = os.pread(fd, 32, 0) if hasattr(os, "pread") else b""
-            return int(raw.decode().strip() or "0") or None
+            pid = int(raw.decode().strip() or "0")
         except (OSError, ValueError):
             return None
+        if pid <= 0:
+            return None
+        try:  # a holder that couldn't write its pid leaves an earlier, maybe dead, one there
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:  # alive, but another user's (PermissionError), or no kill() here
+            pass
+        return pid
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

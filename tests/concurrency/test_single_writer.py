@@ -175,3 +175,30 @@ def test_killed_writer_leaves_nothing_that_blocks_the_next_open(
     with case().open_dict(tmp_path, flag="r") as d:
         assert d["after"] == "crash"
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_missing_folder_is_named_and_nothing_is_created(tmp_path: Path) -> None:
+    for name in ("state.json", "shelf"):
+        target = tmp_path / "missing" / name
+        with pytest.raises(FileNotFoundError, match=r"the folder .*missing' does not exist") as e:
+            persistdict.open(target, backend="dbm" if name == "shelf" else "auto")
+        assert str(e.value).startswith(f"[Errno 2] can't open {str(target)!r}")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name == "nt", reason="flock")
+def test_a_stale_pid_in_the_lock_file_is_not_named(tmp_path: Path) -> None:
+    import fcntl
+
+    path = tmp_path / "state.json"
+    lock_file = lock_path_for(path)
+    lock_file.write_text("999999999")  # left by a holder long gone; this one wrote nothing
+    fd = os.open(lock_file, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(LockedError) as caught:
+            persistdict.open(path, timeout=0)
+        assert "by process" not in str(caught.value)
+        assert str(caught.value).startswith(f"{str(path)!r} is locked for writing; waited 0s")
+    finally:
+        os.close(fd)
