@@ -96,3 +96,15 @@ def test_timeout_reaches_the_backend_and_memory_ignores_it(tmp_path: Path) -> No
     with persistdict.open("memory://", timeout=1) as m:
         m["a"] = 1
         assert dict(m) == {"a": 1}
+
+
+def test_sqlite_readers_do_not_wait_for_a_writer(tmp_path: Path, held: sqlite3.Connection) -> None:
+    held.execute("UPDATE items SET value = '2' WHERE key = 'k'")  # not committed yet
+    started = time.monotonic()
+    with persistdict.open(tmp_path / "data.db", "r", timeout=0) as r:
+        assert dict(r) == {"k": 1}  # the last committed version, at once
+        assert len(r) == 1
+    assert time.monotonic() - started < 1
+    held.execute("COMMIT")
+    with persistdict.open(tmp_path / "data.db", "r", timeout=0) as r:
+        assert r["k"] == 2
