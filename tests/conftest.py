@@ -285,3 +285,42 @@ def check_plain_write_waits_for_a_transaction(open_dict: Callable[..., Any]) -> 
             d["n"] = n + 1
         writer.join(timeout=10)
         assert d["n"] == 100
+
+
+_DIE_IN_TRANSACTION = """
+import json, sys, time, persistdict
+d = persistdict.open(sys.argv[1], **json.loads(sys.argv[2]))
+with d.transaction():
+    d["uncommitted"] = True
+    print("inside", flush=True)
+    time.sleep(60)
+"""
+
+
+def kill_inside_transaction(target: str, options: dict[str, Any]) -> None:
+    """Start a process that writes inside ``transaction()`` and SIGKILL it there, holding
+    whatever lock its transaction took."""
+    args = [sys.executable, "-c", _DIE_IN_TRANSACTION, target, json.dumps(options)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "inside"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+
+
+def check_a_client_killed_in_a_transaction_blocks_no_one(
+    target: str, options: dict[str, Any], *, within: float
+) -> None:
+    """After a client dies inside ``transaction()``, its writes are gone and another
+    client's transaction gets in within ``within`` seconds."""
+    import persistdict
+
+    kill_inside_transaction(target, options)
+    started = time.monotonic()
+    with persistdict.open(target, **options, timeout=within + 5) as d:
+        with d.transaction():
+            d["after"] = 1
+        assert time.monotonic() - started < within
+        assert "uncommitted" not in d
+        assert d["after"] == 1

@@ -166,3 +166,23 @@ def test_the_readme_url_examples_parse_and_the_local_ones_work(
             with persistdict.open(url) as d:
                 d["k"] = 1
             assert (tmp_path / url / "data.mdb").exists()
+
+
+@pytest.mark.parametrize(("required", "outcome"), [("", "1 skipped"), ("1", "1 failed")])
+def test_a_missing_server_skips_with_the_reason_or_fails_when_required(
+    required: str, outcome: str
+) -> None:
+    env = subprocess_env()
+    env["PERSISTDICT_REDIS_URL"] = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    env["PERSISTDICT_REQUIRE_SERVERS"] = required
+    env.pop("PERSISTDICT_TEST_SESSION", None)
+    test = "tests/backends/test_redis.py::test_hash_layout_and_url_query_options"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+    )
+    assert outcome in run.stdout
+    assert "no redis server at redis://127.0.0.1:1/0" in run.stdout

@@ -13,6 +13,7 @@ from persistdict.testing import MappingConformance
 from tests.conftest import (
     STRESS,
     acknowledged_before_kill,
+    check_a_client_killed_in_a_transaction_blocks_no_one,
     check_fork_child_uses_the_dict,
     increment_concurrently,
 )
@@ -118,3 +119,10 @@ def test_a_killed_process_loses_no_committed_write(tmp_path: Path) -> None:
 
 def test_fork_child_reopens_the_environment(tmp_path: Path) -> None:
     check_fork_child_uses_the_dict(lambda **o: persistdict.open(tmp_path / "f.lmdb", **o))
+
+
+def test_a_process_killed_in_a_transaction_blocks_no_one(tmp_path: Path) -> None:
+    # LMDB's writer lock is a robust mutex: the next writer recovers it from a dead owner.
+    target = str(tmp_path / "dead.lmdb")
+    persistdict.open(target).close()
+    check_a_client_killed_in_a_transaction_blocks_no_one(target, {}, within=3)

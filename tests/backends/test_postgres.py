@@ -15,6 +15,7 @@ from persistdict.testing import MappingConformance
 from tests.conftest import (
     STRESS,
     acknowledged_before_kill,
+    check_a_client_killed_in_a_transaction_blocks_no_one,
     check_fork_child_uses_the_dict,
     check_plain_write_waits_for_a_transaction,
     check_waiting_transaction_times_out,
@@ -204,3 +205,8 @@ def test_server_down_names_the_url_with_the_password_masked() -> None:
 
 def test_fork_child_gets_its_own_connection(tmp_path: Path) -> None:
     check_fork_child_uses_the_dict(lambda **options: _open(tmp_path, **options))
+
+
+def test_a_client_killed_in_a_transaction_blocks_no_one(tmp_path: Path) -> None:
+    options = {"table": namespace("postgres", tmp_path)}
+    check_a_client_killed_in_a_transaction_blocks_no_one(server_url("postgres"), options, within=3)

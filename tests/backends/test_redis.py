@@ -19,6 +19,7 @@ from persistdict.testing import MappingConformance
 from tests.conftest import (
     STRESS,
     acknowledged_before_kill,
+    check_a_client_killed_in_a_transaction_blocks_no_one,
     check_fork_child_uses_the_dict,
     check_plain_write_waits_for_a_transaction,
     check_waiting_transaction_times_out,
@@ -229,3 +230,8 @@ def test_unix_socket_url(throwaway: _Server) -> None:
         assert "unix://:***@" in repr(d)
     with persistdict.open(f"redis://:s3cret@127.0.0.1:{throwaway.port}/2", table="sock") as d:
         assert d == {"a": [1]}
+
+
+def test_a_client_killed_in_a_transaction_frees_the_lock_after_lock_ttl(tmp_path: Path) -> None:
+    options = {"prefix": namespace("redis", tmp_path), "lock_ttl": 1.0}
+    check_a_client_killed_in_a_transaction_blocks_no_one(server_url("redis"), options, within=4)
