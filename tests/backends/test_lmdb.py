@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from tests.conftest import (
     check_a_client_killed_in_a_transaction_blocks_no_one,
     check_fork_child_uses_the_dict,
     increment_concurrently,
+    subprocess_env,
 )
 
 
@@ -126,3 +129,22 @@ def test_a_process_killed_in_a_transaction_blocks_no_one(tmp_path: Path) -> None
     target = str(tmp_path / "dead.lmdb")
     persistdict.open(target).close()
     check_a_client_killed_in_a_transaction_blocks_no_one(target, {}, within=3)
+
+
+_GROW = """
+import sys, persistdict
+with persistdict.open(sys.argv[1], map_size=32768) as d:
+    d.update({f"big{i}": "x" * 5000 for i in range(300)})
+"""
+
+
+def test_a_map_grown_by_another_process_is_adopted(tmp_path: Path) -> None:
+    target = str(tmp_path / "shared.lmdb")
+    with persistdict.open(target, map_size=32768) as d:
+        d["mine"] = 1
+        subprocess.run([sys.executable, "-c", _GROW, target], env=subprocess_env(), check=True)
+        with d.transaction():
+            d["n"] = len(d)
+        d["after"] = d["big299"]
+        assert d["n"] == 301
+        assert _map_size(d) > 32768

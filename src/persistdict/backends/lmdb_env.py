@@ -327,6 +327,13 @@ class LmdbBackend(BackendBase):
             return txn.cursor(db=self._db).putmulti(op[1])
         return txn.drop(self._db, delete=False)
 
+    def _begin_root(self, env: Any) -> Any:
+        while True:
+            try:
+                return env.begin(write=True, db=self._db)
+            except self._lmdb.MapResizedError:
+                env.set_mapsize(0)  # another process grew it: adopt its size
+
     def _regrow_and_replay(self) -> None:
         env = self._env_for_io()
         first_id = self._levels[0][0].id()
@@ -334,7 +341,7 @@ class LmdbBackend(BackendBase):
             txn.abort()
         self._grow(env, needed=True)
         while True:
-            root = env.begin(write=True, db=self._db)
+            root = self._begin_root(env)
             if root.id() != first_id:
                 root.abort()
                 self._levels = [(None, [])] * len(self._levels)  # all aborted
@@ -492,7 +499,7 @@ class LmdbBackend(BackendBase):
                         "transaction() in this thread; LMDB allows one write transaction"
                     )
                 self._grow(env, needed=False)
-                txn = env.begin(write=True, db=self._db)
+                txn = self._begin_root(env)
                 shared.writer = self
             else:
                 txn = env.begin(write=True, db=self._db, parent=self._levels[-1][0])
