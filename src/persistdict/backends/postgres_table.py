@@ -15,6 +15,8 @@ Reads return ``raw``, so a round trip is exact: jsonb alone would reorder object
 server derives ``value`` from ``raw`` (NULL for the NaN/Infinity/``\\u0000`` cases jsonb
 refuses), so SQL users can query and index it and we send each value once. With any other
 serializer the table is ``key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL``.
+Keys are stored as they are, except that PostgreSQL text can't hold NUL: a key containing
+NUL (or U+FFFF) is stored with NUL as U+FFFF "0" and U+FFFF doubled (see ``_column_key``).
 
 Durability: each write is committed by the server before the call returns; ``update()`` is one
 transaction (COPY for large batches). Concurrency: ``transaction()`` is a database transaction
