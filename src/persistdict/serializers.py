@@ -49,14 +49,16 @@ class JsonSerializer:
         **kwargs: passed to ``json.dumps`` (``sort_keys``, ``default``, ``separators``...).
     """
 
+    dumps: Callable[[Any], str]
+    """Encode ``obj`` as JSON text; ``TypeError``/``ValueError`` if it can't be."""
+
     def __init__(self, *, ensure_ascii: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("separators", (",", ":"))
         self._encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, **kwargs)
         self._decoder = json.JSONDecoder()
         self._kwargs = {"ensure_ascii": ensure_ascii, **kwargs}
-
-    def dumps(self, obj: Any, /) -> str:
-        return self._encoder.encode(obj)
+        # The encoder's own method rather than a method wrapping it: one call fewer per write.
+        self.dumps = self._encoder.encode
 
     def loads(self, data: str | bytes, /) -> Any:
         if isinstance(data, (bytes, bytearray, memoryview)):

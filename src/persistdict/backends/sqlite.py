@@ -362,7 +362,7 @@ class SqliteBackend(BackendBase):
     def _write(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         self.check_writable()
         cx = self._conn
-        with self._errors():
+        try:  # not `with self._errors()`: this runs on every write, and try costs nothing
             if self._depth or self.commit_every == 0:
                 return cx.execute(sql, params)
             if not cx.in_transaction:
@@ -373,6 +373,8 @@ class SqliteBackend(BackendBase):
                 cx.execute("COMMIT")
                 self._pending = 0
             return cur
+        except sqlite3.Error as exc:
+            self._raise(exc)
 
     def get(self, key: str) -> Any:
         if not self._table_exists:
