@@ -41,6 +41,7 @@ WORKLOADS = [
     ("iter items", "µs/item"),
     ("len", "µs/call"),
     ("update()", "µs/key"),
+    ("open", "ms"),
     ("reopen + read all", "µs/key"),
 ]
 LOOKUPS = 100_000  # random gets / lookups per repetition, at most
@@ -113,6 +114,9 @@ def run_once(subject: Subject, n: int, path: Path, keep: bool) -> dict[str, floa
     subject.close(m)
 
     if subject.persistent:
+        seconds, m = timed(lambda: subject.open(path, batched=False))
+        us["open"] = seconds * 1e3
+        subject.close(m)
         seconds, m = timed(lambda: subject.reopen_read_all(path))
         per_op("reopen + read all", seconds, n)
         subject.close(m)

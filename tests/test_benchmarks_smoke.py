@@ -18,6 +18,7 @@ WORKLOADS = [
     "iter items",
     "len",
     "update()",
+    "open",
     "reopen + read all",
 ]
 
@@ -28,7 +29,7 @@ def test_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None:
         sys.executable,
         str(BENCH),
         "--keys",
-        "300",
+        "100",
         "--repeat",
         "1",
         "--memory-only-sqlite",
@@ -43,8 +44,8 @@ def test_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
     out = proc.stdout
-    assert "### 300 keys" in out
-    assert "Command: `python benchmarks/bench_backends.py --keys 300" in out
+    assert "### 100 keys" in out
+    assert "Command: `python benchmarks/bench_backends.py --keys 100" in out
     assert "`import persistdict`" in out
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
     for label in ("dict", "raw sqlite3", "raw json", "**persistdict sqlite**"):
@@ -53,7 +54,7 @@ def test_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None:
     assert len(cells) == len(WORKLOADS) + 1  # + size
     assert all(c[0].isdigit() and "x)" in c for c in cells[:-1]), cells
 
-    medians = json.loads(raw.read_text())["300"]
+    medians = json.loads(raw.read_text())["100"]
     assert set(WORKLOADS) <= set(medians["persistdict sqlite"])
     assert all(v > 0 for v in medians["raw sqlite3"].values())
     assert "persistdict json" in medians
