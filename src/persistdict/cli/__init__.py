@@ -37,7 +37,9 @@ def _describe(exc: BaseException) -> tuple[str, int]:
         return str(exc), EXIT_MISSING
     if isinstance(exc, FileNotFoundError):
         if exc.strerror and exc.strerror.startswith("no such"):
-            return exc.strerror, EXIT_FAILED  # ours: already names the path and what to do
+            # Ours names the path; its hint speaks of open()'s flag, which means nothing here.
+            found = exc.strerror.split(";")[0]
+            return f"{found}; check the path (set, load and convert create it)", EXIT_FAILED
         name = exc.filename if exc.filename is not None else str(exc)
         return f"no such file: {mask_password(str(name))!r}", EXIT_FAILED
     if isinstance(exc, OSError) and not isinstance(exc, persistdict.Error):
