@@ -26,6 +26,7 @@ def _bytes_of(folder: Path) -> dict[str, bytes]:
         ("state.json", b'"just a string"', "top level is a JSON str"),
         ("state.json", b"", "Expecting value"),
         ("state.json", b'{"a": "\xff\xfe"}', "not UTF-8"),
+        ("state.json", b'{"a": "x\ny"}', "Invalid control character at line 1 column 9"),
         ("table.csv", b"key,value\na,1\nb,2,3\n", "line 3 has 3 fields"),
         ("table.csv", b"key,value\na,1\na,2\n", "key 'a' appears on line 2 and 3"),
         ("table.csv", b'key,value\n"a,1\n', "unexpected end of data"),

@@ -74,7 +74,9 @@ class JsonFileBackend(SnapshotBackend):
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+            # Some of json's messages end in "at" already ("Invalid control character at").
+            what = exc.msg.removesuffix(" at")
+            raise ValueError(f"{what} at line {exc.lineno} column {exc.colno}") from exc
         except UnicodeDecodeError as exc:
             raise ValueError(f"not UTF-8 text at byte {exc.start}") from exc
         if not isinstance(data, dict):
