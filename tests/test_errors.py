@@ -30,6 +30,7 @@ def _bytes_of(folder: Path) -> dict[str, bytes]:
         ("table.csv", b"key,value\na,1\nb,2,3\n", "line 3 has 3 fields"),
         ("table.csv", b"key,value\na,1\na,2\n", "key 'a' appears on line 2 and 3"),
         ("table.csv", b'key,value\n"a,1\n', "unexpected end of data"),
+        ("table.csv", b"key,value\na,1\nb,2\n\0\0\0\0", "a NUL byte on line 4"),
         ("data.db", b"this is not a database, just text" * 40, "not a usable SQLite database"),
         ("data.sqlite", b"SQLite format 3\x00" + b"\x00" * 200, "SQLite"),
     ],
@@ -204,3 +205,14 @@ def test_sqlite_db_written_by_another_program_with_wrong_schema(tmp_path: Path) 
     with pytest.raises(CorruptError, match="table 'items'") as info:
         persistdict.open(path)
     assert "table=" in str(info.value)
+
+
+def test_csv_refuses_nul_characters_it_could_not_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    with persistdict.open(path) as d:
+        d["a"] = "1"
+        with pytest.raises(ValueError, match=r"key 'b'.*NUL character"):
+            d["b"] = "x\0y"
+        with pytest.raises(ValueError, match="NUL character"):
+            d["c\0"] = "z"
+    assert persistdict.open(path, "r") == {"a": "1"}

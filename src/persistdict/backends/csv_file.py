@@ -36,6 +36,12 @@ class CsvFileBackend(SnapshotBackend):
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise ValueError(f"not UTF-8 text at byte {exc.start}") from exc
+        # A text file never holds NUL; a run of them is the zero-filled tail a crash can leave
+        # in a file written without fsync (by another program), so it is damage, not data.
+        nul = text.find("\0")
+        if nul >= 0:
+            line = text.count("\n", 0, nul) + 1
+            raise ValueError(f"a NUL byte on line {line} (a zero-filled or binary file)")
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         data: dict[str, str] = {}
         first_line: dict[str, int] = {}
@@ -64,6 +70,11 @@ class CsvFileBackend(SnapshotBackend):
                 f"{type(value).__name__}. Convert it with str() or use the json backend"
             )
         for text in (key, value):
+            if "\0" in text:
+                raise ValueError(
+                    f"can't store key {key!r} in a CSV file: it holds a NUL character, which "
+                    "text files can't. Use the json or sqlite backend"
+                )
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError as exc:

@@ -49,6 +49,8 @@ class MappingConformance:
     str_values_only: ClassVar[bool] = False
     #: The target is a file: flags "r"/"w" on a missing one raise FileNotFoundError.
     file_based: ClassVar[bool] = True
+    #: Keys and text values may hold NUL characters (not in a CSV text file).
+    nul_in_text: ClassVar[bool] = True
     #: The longest key, in UTF-8 bytes, the tests use (LMDB's default limit is 511).
     max_key_bytes: ClassVar[int] = 500
 

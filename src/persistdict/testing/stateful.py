@@ -59,6 +59,11 @@ class _RollbackError(Exception):
 def machine_for(suite: MappingConformance) -> type[RuleBasedStateMachine]:
     """Build a state machine class for the backend that ``suite.open_dict`` opens."""
     values = _text_values if suite.str_values_only else json_values
+    key_st = keys
+    if not suite.nul_in_text:
+        no_nul = st.characters(exclude_categories=["Cs"], exclude_characters="\0")
+        key_st = keys.filter(lambda k: "\0" not in k)
+        values = st.text(alphabet=no_nul, max_size=20)
 
     class DictMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
@@ -67,19 +72,19 @@ def machine_for(suite: MappingConformance) -> type[RuleBasedStateMachine]:
             self.model: dict[str, Any] = {}
             self.d: PersistDict = suite.open_dict(self.folder, flag="n")
 
-        @rule(key=keys, value=values)
+        @rule(key=key_st, value=values)
         def set(self, key: str, value: Any) -> None:
             self.d[key] = value
             self.model[key] = value
 
-        @rule(key=keys)
+        @rule(key=key_st)
         def get(self, key: str) -> None:
             if key in self.model:
                 assert self.d[key] == self.model[key]
             else:
                 assert self.d.get(key, "<missing>") == "<missing>"
 
-        @rule(key=keys)
+        @rule(key=key_st)
         def delete(self, key: str) -> None:
             if key in self.model:
                 del self.d[key]
@@ -92,11 +97,11 @@ def machine_for(suite: MappingConformance) -> type[RuleBasedStateMachine]:
                 else:
                     raise AssertionError(f"del of missing key {key!r} did not raise KeyError")
 
-        @rule(key=keys, value=values)
+        @rule(key=key_st, value=values)
         def setdefault(self, key: str, value: Any) -> None:
             assert self.d.setdefault(key, value) == self.model.setdefault(key, value)
 
-        @rule(key=keys)
+        @rule(key=key_st)
         def pop(self, key: str) -> None:
             assert self.d.pop(key, "<none>") == self.model.pop(key, "<none>")
 
@@ -106,7 +111,7 @@ def machine_for(suite: MappingConformance) -> type[RuleBasedStateMachine]:
             key, value = self.d.popitem()
             assert self.model.pop(key) == value
 
-        @rule(items=st.dictionaries(keys, values, max_size=5))
+        @rule(items=st.dictionaries(key_st, values, max_size=5))
         def update(self, items: dict[str, Any]) -> None:
             self.d.update(items)
             self.model.update(items)
@@ -120,7 +125,7 @@ def machine_for(suite: MappingConformance) -> type[RuleBasedStateMachine]:
         def flush(self) -> None:
             self.d.flush()
 
-        @rule(items=st.dictionaries(keys, values, max_size=3), drop=keys, fail=st.booleans())
+        @rule(items=st.dictionaries(key_st, values, max_size=3), drop=key_st, fail=st.booleans())
         def transaction(self, items: dict[str, Any], drop: str, fail: bool) -> None:
             try:
                 with self.d.transaction():
