@@ -8,6 +8,7 @@ returned write promises (``durable_each`` and ``durable_batch``) and how it enco
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -297,9 +298,11 @@ class Persist(Subject):
         except (ImportError, ValueError) as exc:
             return f"the {self.backend} backend can't be loaded here ({exc})"
         if self.url is not None:
+            probe = Path(f"probe-{os.getpid()}")
             try:
-                with persistdict.open(self.url, backend=self.backend, table="bench_probe") as d:
+                with self.open(probe, batched=False) as d:
                     len(d)
+                self.remove(probe)
             except Exception as exc:
                 return f"{self.url}: {type(exc).__name__}: {exc}"
         return None
@@ -307,8 +310,10 @@ class Persist(Subject):
     def _target(self, path: Path) -> tuple[str, dict[str, Any]]:
         if self.url is None:
             return str(path), {}
-        # Servers: one table per store, named after the file name the runner chose.
-        return self.url, {"table": "bench_" + path.name.replace(".", "_").replace("-", "_")}
+        # Servers: one table per store, named from the whole path the runner chose (in a fresh
+        # temp folder), so concurrent runs, such as the smoke test, never share a table.
+        digest = hashlib.blake2b(str(path.resolve()).encode(), digest_size=6).hexdigest()
+        return self.url, {"table": f"bench_{digest}"}
 
     def open(self, path: Path, batched: bool, flag: str = "c") -> Any:
         target, extra = self._target(path)
@@ -342,9 +347,15 @@ class Persist(Subject):
     def remove(self, path: Path) -> None:
         if self.url is None:
             super().remove(path)
-            return
-        with self.open(path, batched=False, flag="n"):
-            pass
+        elif self.backend == "postgres":  # flag="n" would leave an empty table behind
+            import psycopg
+
+            table = self._target(path)[1]["table"]
+            with psycopg.connect(self.url, autocommit=True) as cx:
+                cx.execute(f'DROP TABLE IF EXISTS "{table}"')
+        else:  # an emptied Redis hash is gone
+            with self.open(path, batched=False, flag="n"):
+                pass
 
     def size(self, path: Path) -> int | None:
         return None if self.url is not None else super().size(path)
