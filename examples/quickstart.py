@@ -5,7 +5,8 @@ from __future__ import annotations
 import persistdict
 
 with persistdict.open("quickstart.db", table="users") as users:
-    users.update({f"user_{i}": {"id": i, "visits": 0} for i in range(1000)})
+    if not users:  # first run: one batch, one transaction
+        users.update({f"user_{i}": {"id": i, "visits": 0} for i in range(1000)})
     with users.transaction():  # atomic read-modify-write, even across processes
         record = users["user_7"]
         record["visits"] += 1
