@@ -13,6 +13,7 @@ slow defaults for the rest, which a backend overrides where its storage can do b
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -27,9 +28,23 @@ __all__ = [
     "adapt",
     "check_table_name",
     "fork_generation",
+    "import_driver",
 ]
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def import_driver(module: str, backend: str, extra: str) -> Any:
+    """Import an optional client library on first use; if missing, name the extra to install.
+
+    Backends call this inside their constructor, so ``import persistdict`` never needs it.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"the {backend} backend needs {module}: pip install 'persistdict[{extra}]'"
+        ) from exc
 
 
 def check_table_name(table: object) -> str:

@@ -38,7 +38,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from persistdict.backends.base import BackendBase, check_table_name, fork_generation
+from persistdict.backends.base import (
+    BackendBase,
+    check_table_name,
+    fork_generation,
+    import_driver,
+)
 from persistdict.errors import ClosedError, CorruptError, LockedError
 from persistdict.urls import parse_bool, split_scheme, url_options, url_path
 
@@ -52,11 +57,7 @@ _Op = tuple[Any, ...]
 
 
 def _lmdb() -> Any:
-    try:
-        import lmdb
-    except ImportError as exc:
-        raise ImportError("the lmdb backend needs: pip install 'persistdict[lmdb]'") from exc
-    return lmdb
+    return import_driver("lmdb", "lmdb", "lmdb")
 
 
 @dataclass

@@ -40,7 +40,12 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from persistdict.backends.base import BackendBase, check_table_name, fork_generation
+from persistdict.backends.base import (
+    BackendBase,
+    check_table_name,
+    fork_generation,
+    import_driver,
+)
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
 from persistdict.serializers import JsonSerializer
 from persistdict.urls import mask_password, url_options
@@ -65,13 +70,7 @@ _DOCUMENT = (
 
 
 def _psycopg() -> Any:
-    try:
-        import psycopg
-    except ImportError as exc:
-        raise ImportError(
-            "the postgres backend needs: pip install 'persistdict[postgres]'"
-        ) from exc
-    return psycopg
+    return import_driver("psycopg", "postgres", "postgres")
 
 
 def _lock_id(schema: str, table: str) -> int:

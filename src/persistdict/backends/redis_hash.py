@@ -43,7 +43,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from persistdict.backends.base import BackendBase, check_table_name, fork_generation
+from persistdict.backends.base import (
+    BackendBase,
+    check_table_name,
+    fork_generation,
+    import_driver,
+)
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
 from persistdict.urls import mask_password, url_options
 
@@ -96,11 +101,7 @@ _OPTIONS = {
 
 
 def _redis_module() -> Any:
-    try:
-        import redis
-    except ImportError as exc:
-        raise ImportError("the redis backend needs: pip install 'persistdict[redis]'") from exc
-    return redis
+    return import_driver("redis", "redis", "redis")
 
 
 @dataclass
