@@ -318,23 +318,29 @@ class PersistDict(MutableMapping[str, Any]):
         """Store many items as one batch: all of them or, on any error, none where the
         backend has transactions. Every value is encoded before anything is written."""
         pairs: list[tuple[str, Any]] = []
-        if isinstance(other, Mapping):
-            pairs.extend(other.items())
-        elif hasattr(other, "keys"):
-            pairs.extend((k, other[k]) for k in other.keys())  # noqa: SIM118 - keys-only objects
+        if type(other) is dict and not kwargs and set(map(type, other)) <= {str}:
+            # The usual argument, a dict with str keys, is read in place: copying it and
+            # checking keys one by one cost a sixth of update() at 100k keys (the copy's
+            # tuples wake the garbage collector).
+            pairs = other.items()  # type: ignore[assignment]  # only iterated
         else:
-            for i, item in enumerate(other):
-                try:
-                    key, value = item
-                except (TypeError, ValueError):
-                    raise TypeError(
-                        f"update() element #{i} must be a (key, value) pair, not {item!r:.80}"
-                    ) from None
-                pairs.append((key, value))
-        pairs.extend(kwargs.items())
-        for key, _ in pairs:
-            if not isinstance(key, str):
-                _bad_key(key)
+            if isinstance(other, Mapping):
+                pairs.extend(other.items())
+            elif hasattr(other, "keys"):
+                pairs.extend((k, other[k]) for k in other.keys())  # noqa: SIM118 - keys-only
+            else:
+                for i, item in enumerate(other):
+                    try:
+                        key, value = item
+                    except (TypeError, ValueError):
+                        raise TypeError(
+                            f"update() element #{i} must be a (key, value) pair, not {item!r:.80}"
+                        ) from None
+                    pairs.append((key, value))
+            pairs.extend(kwargs.items())
+            for key, _ in pairs:
+                if not isinstance(key, str):
+                    _bad_key(key)
         if self._stores_objects:
             encoded = pairs
         else:

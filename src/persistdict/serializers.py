@@ -75,15 +75,25 @@ class JsonSerializer:
     __hash__ = None  # type: ignore[assignment]
 
 
+_probed = False
+_fast_loads: Callable[[str | bytes], Any] | None = None
+
+
 def _orjson_loads() -> Callable[[str | bytes], Any] | None:
-    try:
-        import orjson
-    except ImportError:
-        return None
-    return orjson.loads
+    """orjson's ``loads``, or ``None`` without orjson; imported on first use, not with
+    persistdict (it takes longer to import than ``json`` and ``sqlite3`` together)."""
+    global _probed, _fast_loads
+    if not _probed:
+        try:
+            import orjson
+        except ImportError:
+            pass
+        else:
+            _fast_loads = orjson.loads
+        _probed = True
+    return _fast_loads
 
 
-_fast_loads = _orjson_loads()
 # Byte values mapped to b"0" for ASCII digits and b" " otherwise: a run of 19 zeros in the
 # translated text marks a number of 19+ digits, which orjson would turn into a float where json
 # keeps an exact int (orjson's ints are 64-bit).
@@ -101,9 +111,11 @@ class OrjsonSerializer(JsonSerializer):
     """
 
     def __init__(self, *, ensure_ascii: bool = False, **kwargs: Any) -> None:
-        if _fast_loads is None:
+        fast = _orjson_loads()
+        if fast is None:
             raise ImportError("OrjsonSerializer needs orjson: pip install 'persistdict[fast]'")
         super().__init__(ensure_ascii=ensure_ascii, **kwargs)
+        self._fast_loads = fast
 
     def loads(self, data: str | bytes, /) -> Any:
         # orjson refuses what it would read differently from json (NaN, 1e400, lone
@@ -112,7 +124,7 @@ class OrjsonSerializer(JsonSerializer):
         if _LONG_NUMBER in raw.translate(_DIGITS):
             return JsonSerializer.loads(self, data)
         try:
-            return _fast_loads(raw)  # type: ignore[misc]
+            return self._fast_loads(raw)
         except ValueError:  # orjson.JSONDecodeError
             return JsonSerializer.loads(self, data)
 
@@ -140,7 +152,7 @@ class PickleSerializer:
 
 def default_serializer() -> JsonSerializer:
     """The serializer used when none is given: JSON, decoded by orjson when it is installed."""
-    return JsonSerializer() if _fast_loads is None else OrjsonSerializer()
+    return JsonSerializer() if _orjson_loads() is None else OrjsonSerializer()
 
 
 _BY_NAME: dict[str, Callable[[], Serializer]] = {
