@@ -13,7 +13,7 @@ persistence adds: data survives reopening, bad input changes nothing, closed dic
 
 from __future__ import annotations
 
-from collections.abc import Callable, ItemsView, KeysView, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -194,6 +194,22 @@ class MappingConformance:
             with pytest.raises(TypeError, match="pair"):
                 d.update([("x", self.value(1)), "not a pair of two"])
             assert "x" not in d
+            with pytest.raises(TypeError):
+                d.update(5)
+
+    def test_update_is_all_or_nothing_when_its_input_fails(self, tmp_path: Path) -> None:
+        def pairs() -> Iterator[tuple[str, Any]]:
+            yield "x", self.value(1)
+            yield "k0", self.value(2)
+            raise OSError("the source went away")
+
+        with self.filled(tmp_path, 1) as d:
+            with pytest.raises(OSError, match="went away"):
+                d.update(pairs())
+            assert dict(d) == {"k0": self.value(0)}
+        if self.persistent:
+            with self.open_dict(tmp_path) as d:
+                assert dict(d) == {"k0": self.value(0)}
 
     def test_clear(self, tmp_path: Path) -> None:
         with self.filled(tmp_path, 5) as d:
