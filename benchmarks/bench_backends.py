@@ -291,12 +291,13 @@ def plot(path: str, results: dict[int, dict[str, dict[str, float]]], labels: lis
     fig, axes = plt.subplots(len(sizes), 1, figsize=(14, 4.5 * len(sizes)), squeeze=False)
     names = [name for name, _ in WORKLOADS]
     width = 0.8 / max(len(labels), 1)
+    colors = matplotlib.colormaps["tab20"]  # the default cycle repeats after 10 rows
     for ax, n in zip(axes[:, 0], sizes, strict=True):
         for i, label in enumerate(labels):
             row = results[n].get(label, {})
             xs = [j + i * width for j, name in enumerate(names) if name in row]
             ys = [row[name] for name in names if name in row]
-            ax.bar(xs, ys, width, label=label)
+            ax.bar(xs, ys, width, label=label, color=colors(i % 20))
         ax.set_yscale("log")
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names)
         ax.set_ylabel("µs per operation (log)")
