@@ -195,3 +195,18 @@ def test_replace_durably_is_os_replace_here(tmp_path: Path) -> None:
     fileio.replace_durably(src, dst)
     assert dst.read_text() == "new"
     assert not src.exists()
+
+
+def test_nested_change_to_a_file_in_another_layout_is_saved(tmp_path: Path) -> None:
+    # Nothing passes through set(), and the file's bytes were never this backend's own
+    # encoding: the flush must still notice that the data differs from the file.
+    path = tmp_path / "state.json"
+    path.write_text('{\n    "cfg": {"root": "/srv"}\n}')
+    with persistdict.open(path) as d:
+        d["cfg"]["root"] = "/data"
+    with persistdict.open(path, "r") as d:
+        assert d == {"cfg": {"root": "/data"}}
+    before = path.read_bytes()
+    with persistdict.open(path) as d:  # now in our layout: a no-change close writes nothing
+        assert d["cfg"] == {"root": "/data"}
+    assert path.read_bytes() == before

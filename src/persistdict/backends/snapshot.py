@@ -8,7 +8,6 @@ lock and see whole versions only, because every write replaces the file atomical
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import errno
 import hashlib
@@ -60,6 +59,10 @@ class SnapshotBackend(BackendBase):
         self._mode = mode
         self._data: dict[str, Any] = {}
         self._digest = b""
+        # Whether _digest is of this backend's own encoding (after a save) or of the bytes a
+        # load found, whose layout may differ (a file edited by hand or another program).
+        self._digest_is_ours = False
+        self._dirty = False  # a change went through set/delete/clear since the last save
         self._lock: FileLock | None = None
         self._fork_generation = fork_generation()
         self._saved: list[dict[str, Any]] = []
@@ -115,14 +118,9 @@ class SnapshotBackend(BackendBase):
                 raise CorruptError(f"{self._fault(raw, exc)}. {self._way_back()}") from exc
             data, raw = self._recover(self._fault(raw, exc), exc)
         self._data = data
-        if not self.read_only:  # readers never flush: spare them the cost
-            # Compare later flushes with the data as this backend writes it, so a file with
-            # other spacing or quoting (by hand, another program) is not rewritten by a flush
-            # that changed nothing. Data that can't be encoded keeps the file's own digest:
-            # the first flush then names the culprit.
-            with contextlib.suppress(TypeError, ValueError):
-                raw = self.encode(data)
         self._digest = hashlib.blake2b(raw).digest()
+        self._digest_is_ours = False
+        self._dirty = False
 
     def _way_back(self) -> str:
         try:
@@ -169,6 +167,8 @@ class SnapshotBackend(BackendBase):
     def _write(self, raw: bytes, keep_previous: bool = True) -> None:
         atomic_write(self.path, raw, self._mode, keep_previous=keep_previous)
         self._digest = hashlib.blake2b(raw).digest()
+        self._digest_is_ours = True
+        self._dirty = False
 
     def check(self) -> list[str]:
         """Parse the file on disk as ``open`` would; list the faults, ``[]`` if it is whole.
@@ -205,9 +205,24 @@ class SnapshotBackend(BackendBase):
                 self.check_value(key, value)
             raise type(exc)(f"can't save {self.path!r}: {exc}") from exc
         # Nested objects can change without passing through set(), so compare the encoded
-        # bytes rather than trusting a dirty flag; unchanged data writes nothing.
-        if hashlib.blake2b(raw).digest() != self._digest:
-            self._write(raw)
+        # bytes rather than trusting the dirty flag alone; unchanged data writes nothing.
+        digest = hashlib.blake2b(raw).digest()
+        if digest == self._digest:
+            self._dirty = False
+            return
+        if not self._dirty and not self._digest_is_ours and self._disk_holds_data():
+            # Same data, another layout (a hand-edited file): leave the file as it is. Done
+            # here, once, rather than encoding at every open, which would slow opening.
+            self._digest, self._digest_is_ours = digest, True
+            return
+        self._write(raw)
+
+    def _disk_holds_data(self) -> bool:
+        try:
+            with open(self.path, "rb") as f:
+                return bool(self.decode(f.read()) == self._data)
+        except Exception:  # unreadable or unparsable now: not the same data, so save
+            return False
 
     def close(self) -> None:
         if self._lock is None and not self.read_only:
@@ -239,6 +254,7 @@ class SnapshotBackend(BackendBase):
         self.check_writable()
         self.check_value(key, value)
         self._data[key] = value
+        self._dirty = True
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
         self.check_writable()
@@ -246,10 +262,12 @@ class SnapshotBackend(BackendBase):
         for key, value in batch:  # check all before changing anything: all or nothing
             self.check_value(key, value)
         self._data.update(batch)
+        self._dirty = True
 
     def delete(self, key: str) -> None:
         self.check_writable()
         del self._data[key]
+        self._dirty = True
 
     def contains(self, key: str) -> bool:
         return key in self._data
@@ -267,6 +285,7 @@ class SnapshotBackend(BackendBase):
     def clear(self) -> None:
         self.check_writable()
         self._data.clear()
+        self._dirty = True
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
