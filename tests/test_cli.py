@@ -381,6 +381,17 @@ def test_info_shows_backend_keys_size_and_durability(tmp_path: Path) -> None:
     assert "atomically" in facts_json["durability"]
 
 
+def test_info_on_a_missing_table_names_the_tables_there(tmp_path: Path) -> None:
+    target = tmp_path / "d.db"
+    with persistdict.open(target, table="users") as d:
+        d["a"] = 1
+    before = target.read_bytes()
+    assert_one_line_error(
+        run("info", target, "--table", "usres"), 2, "no table 'usres'", "its tables: users"
+    )
+    assert target.read_bytes() == before
+
+
 # Help, errors, exit codes, docs ----------------------------------------------------------------
 
 COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]

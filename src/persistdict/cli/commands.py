@@ -315,6 +315,10 @@ def cmd_info(args: argparse.Namespace) -> int:
                 facts["tables"] = sorted(key_value_tables(cx))
             finally:
                 cx.close()
+            if table not in facts["tables"]:
+                # A read-only open of a missing table is an empty dict; here it is a typo.
+                found = ", ".join(facts["tables"]) or "none"
+                raise UsageError(f"{path!r} has no table {table!r}; its tables: {found}")
         facts["keys"] = len(d)
         if path is not None:
             facts["size"] = _size(path)
