@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from persistdict.backends import backend_class
-from persistdict.backends.base import check_table_name
+from persistdict.backends.base import check_flag, check_table_name
 from persistdict.detect import detect_backend
 from persistdict.locking import check_timeout
 from persistdict.mapping import PersistDict
@@ -15,8 +15,6 @@ from persistdict.serializers import Serializer, serializer_for
 from persistdict.urls import split_scheme, url_path
 
 __all__ = ["open"]
-
-_FLAGS = ("r", "w", "c", "n")
 
 
 def _accepted_options(factory: Any) -> set[str] | None:
@@ -77,8 +75,7 @@ def open(
         LockedError: another process holds the write lock past ``timeout``.
         ValueError: unknown backend or extension, bad flag or table name.
     """
-    if flag not in _FLAGS:
-        raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+    check_flag(flag)
     check_table_name(table)
     if isinstance(target, bytes):
         raise TypeError("target must be a str path, a PathLike or a URL, not bytes")

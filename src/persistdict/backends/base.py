@@ -26,6 +26,8 @@ __all__ = [
     "Backend",
     "BackendBase",
     "adapt",
+    "check_commit_every",
+    "check_flag",
     "check_table_name",
     "fork_generation",
     "import_driver",
@@ -45,6 +47,20 @@ def import_driver(module: str, backend: str, extra: str) -> Any:
         raise ImportError(
             f"the {backend} backend needs {module}: pip install 'persistdict[{extra}]'"
         ) from exc
+
+
+def check_flag(flag: object) -> str:
+    """Return ``flag`` if it is one of dbm's letters r, w, c, n; else ``ValueError``."""
+    if flag not in ("r", "w", "c", "n"):
+        raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+    return str(flag)
+
+
+def check_commit_every(commit_every: object) -> int:
+    """Return ``commit_every`` if it is an int >= 0 (0 commits every write); else ``ValueError``."""
+    if not isinstance(commit_every, int) or commit_every < 0:
+        raise ValueError(f"commit_every must be an int >= 0, not {commit_every!r}")
+    return commit_every
 
 
 def check_table_name(table: object) -> str:

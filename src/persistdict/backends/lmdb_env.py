@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 from persistdict.backends.base import (
     BackendBase,
+    check_flag,
     check_table_name,
     fork_generation,
     import_driver,
@@ -126,8 +127,7 @@ class LmdbBackend(BackendBase):
         sync: bool | None = None,
     ) -> None:
         self.table = check_table_name(table)
-        if flag not in ("r", "w", "c", "n"):
-            raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+        check_flag(flag)
         text = os.fspath(path)
         given = {"map_size": map_size, "max_dbs": max_dbs, "sync": sync}
         if split_scheme(text)[0] is not None:

@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from persistdict.backends.base import (
     BackendBase,
+    check_flag,
     check_table_name,
     fork_generation,
     import_driver,
@@ -115,8 +116,7 @@ class PostgresBackend(BackendBase):
         timeout: float | None = None,
     ) -> None:
         self.table = check_table_name(table)
-        if flag not in ("r", "w", "c", "n"):
-            raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+        check_flag(flag)
         self.url = url
         self._shown = mask_password(url)
         ours, self._conninfo = _split_query(url)

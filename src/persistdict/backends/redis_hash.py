@@ -45,6 +45,8 @@ from urllib.parse import unquote, urlsplit
 
 from persistdict.backends.base import (
     BackendBase,
+    check_commit_every,
+    check_flag,
     check_table_name,
     fork_generation,
     import_driver,
@@ -184,10 +186,8 @@ class RedisBackend(BackendBase):
         ssl_cert_reqs: str | None = None,
     ) -> None:
         self.table = check_table_name(table)
-        if not isinstance(commit_every, int) or commit_every < 0:
-            raise ValueError(f"commit_every must be an int >= 0, not {commit_every!r}")
-        if flag not in ("r", "w", "c", "n"):
-            raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+        check_commit_every(commit_every)
+        check_flag(flag)
         self.url = url
         self._shown = mask_password(url)
         given = dict(locals())

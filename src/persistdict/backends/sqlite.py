@@ -31,7 +31,13 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, ClassVar, NoReturn, TypeVar
 
-from persistdict.backends.base import BackendBase, check_table_name, fork_generation
+from persistdict.backends.base import (
+    BackendBase,
+    check_commit_every,
+    check_flag,
+    check_table_name,
+    fork_generation,
+)
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 
@@ -191,13 +197,11 @@ class SqliteBackend(BackendBase):
         synchronous: str = "NORMAL",
     ) -> None:
         self.table = check_table_name(table)
-        if not isinstance(commit_every, int) or commit_every < 0:
-            raise ValueError(f"commit_every must be an int >= 0, not {commit_every!r}")
+        check_commit_every(commit_every)
         sync = str(synchronous).upper()
         if sync not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
-        if flag not in ("r", "w", "c", "n"):
-            raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+        check_flag(flag)
         self.path = os.fspath(path)
         self.flag = flag
         self.read_only = flag == "r"
