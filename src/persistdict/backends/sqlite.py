@@ -24,6 +24,7 @@ import errno
 import os
 import sqlite3
 import time
+import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -136,6 +137,12 @@ def _retry_busy(run: Callable[[], _T], timeout: float) -> _T:
         delay = min(delay * 2, 0.05)
 
 
+def _uri(path: str, *params: str) -> str:
+    # Percent-escape the whole path: in a file: URI "%41" means "A", "?" starts the query
+    # and "#" the fragment, so "report%41.db" would otherwise open "reportA.db".
+    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?" + "&".join(params)
+
+
 def _first_column(rows: list[Any]) -> Iterator[Any]:
     return map(_FIRST, rows)
 
@@ -197,6 +204,13 @@ class SqliteBackend(BackendBase):
         synchronous: str = "NORMAL",
     ) -> None:
         self.table = check_table_name(table)
+        if self.table.lower().startswith("sqlite_"):
+            # SQLite reserves these for its own tables and would refuse only after creating
+            # the file.
+            raise ValueError(
+                f"invalid table name {table!r}: names starting with 'sqlite_' are reserved by "
+                "SQLite; pick another name"
+            )
         check_commit_every(commit_every)
         sync = str(synchronous).upper()
         if sync not in _SYNCHRONOUS:
@@ -250,9 +264,8 @@ class SqliteBackend(BackendBase):
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode))
         try:
             if self.read_only:
-                uri = "file:" + os.path.abspath(self.path).replace("?", "%3f").replace("#", "%23")
                 cx = sqlite3.connect(
-                    uri + "?mode=ro",
+                    _uri(self.path, "mode=ro"),
                     uri=True,
                     timeout=self.timeout,
                     check_same_thread=False,
