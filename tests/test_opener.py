@@ -95,14 +95,13 @@ def test_flag_n_on_sqlite_empties_only_its_table(tmp_path: Path) -> None:
         assert config == {"c": 2}
 
 
-def test_sqlite_missing_table_read_only_is_empty(tmp_path: Path) -> None:
+def test_sqlite_missing_table_read_only_is_an_error(tmp_path: Path) -> None:
+    # SPEC section 1: a missing table with "r" is FileNotFoundError, not an empty dict.
     target = tmp_path / "app.db"
     with persistdict.open(target, table="a") as d:
         d["x"] = 1
-    with persistdict.open(target, "r", table="b") as d:
-        assert len(d) == 0
-        assert list(d) == []
-        assert "x" not in d
+    with pytest.raises(FileNotFoundError, match="has no table 'b'; its tables: a"):
+        persistdict.open(target, "r", table="b")
 
 
 @pytest.mark.parametrize("name", ["state.json", "data.db", "t.csv"])

@@ -70,7 +70,8 @@ def open(
             file).
 
     Raises:
-        FileNotFoundError: flag ``"r"``/``"w"`` and nothing at ``target``.
+        FileNotFoundError: flag ``"r"``/``"w"`` and nothing at ``target``, or no table
+            ``table`` there (sqlite, postgres; the message names the tables that are).
         CorruptError: the file exists but can't be parsed; it is left untouched.
         LockedError: another process holds the write lock past ``timeout``.
         ValueError: unknown backend or extension, bad flag or table name.

@@ -210,3 +210,24 @@ def test_fork_child_gets_its_own_connection(tmp_path: Path) -> None:
 def test_a_client_killed_in_a_transaction_blocks_no_one(tmp_path: Path) -> None:
     options = {"table": namespace("postgres", tmp_path)}
     check_a_client_killed_in_a_transaction_blocks_no_one(server_url("postgres"), options, within=3)
+
+
+@pytest.mark.parametrize("flag", ["r", "w"])
+def test_a_missing_table_is_an_error_naming_the_tables_there(tmp_path: Path, flag: str) -> None:
+    # In a schema of its own, so that the tables listed are only this test's.
+    schema = namespace("postgres", tmp_path) + "_s"
+    url = server_url("postgres")
+    _sql(f"CREATE SCHEMA {schema}")
+    try:
+        for table in ("events", "users"):
+            with persistdict.open(url, table=table, schema=schema) as d:
+                d["k"] = table
+        with pytest.raises(FileNotFoundError) as caught:
+            persistdict.open(url, flag, table="evnts", schema=schema)
+        assert "has no table 'evnts'; its tables: events, users." in str(caught.value)
+        assert "flag='c'" in str(caught.value)
+        assert _sql("SELECT to_regclass(%s)::text", f"{schema}.evnts") == [(None,)]
+        with persistdict.open(url, flag, table="events", schema=schema) as d:
+            assert dict(d.items()) == {"k": "events"}
+    finally:
+        _sql(f"DROP SCHEMA {schema} CASCADE")

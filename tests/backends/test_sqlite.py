@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
 import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +68,208 @@ def test_read_only_open_finds_a_path_with_uri_characters(tmp_path: Path, name: s
         assert d.backend.check() == []
     names = {p.name for p in tmp_path.iterdir()}
     assert names <= {name, decoy, name + "-wal", name + "-shm"}
+
+
+# A missing table is an error, as a missing file is ---------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["r", "w"])
+def test_a_missing_table_is_an_error_naming_the_tables_there(tmp_path: Path, flag: str) -> None:
+    target = tmp_path / "big.db"
+    for table in ("events", "users"):
+        with persistdict.open(target, table=table) as d:
+            d["k"] = table
+    before = target.read_bytes()
+    with pytest.raises(FileNotFoundError) as caught:
+        persistdict.open(target, flag, table="evnts")
+    message = str(caught.value)
+    assert f"{str(target)!r} has no table 'evnts'; its tables: events, users" in message
+    assert "flag='c'" in message
+    assert target.read_bytes() == before  # flag "w" did not create the table
+    with persistdict.open(target, "r", table="EVENTS") as d:  # SQLite's names ignore case
+        assert dict(d.items()) == {"k": "events"}
+
+
+def test_a_file_without_tables_says_so(tmp_path: Path) -> None:
+    target = tmp_path / "empty.db"
+    target.touch()  # an empty file is a valid empty database
+    with pytest.raises(FileNotFoundError, match="has no table 'items'; it has no tables"):
+        persistdict.open(target, "r")
+    with persistdict.open(target, "c") as d:
+        assert len(d) == 0
+
+
+# Faults: a full disk in the middle of a batch or a transaction -----------------------------------
+
+
+@dataclass
+class SmallDisk:
+    """A 1 MiB tmpfs that a test fills up and frees again."""
+
+    folder: Path
+
+    def fill(self) -> None:
+        fd = os.open(self.folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            with pytest.raises(OSError, match="No space left"):
+                for _ in range(1025):  # bounded: 1 MiB in 1 KiB writes, and one more
+                    os.write(fd, b"\0" * 1024)
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        (self.folder / "filler").unlink()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"can't mount a tmpfs (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield SmallDisk(folder)
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+BIG = "x" * 3_000_000  # larger than SQLite's page cache: written to the WAL at once
+
+
+def test_a_batch_rolled_back_by_a_full_disk_is_kept_and_committed_on_retry(
+    small_disk: SmallDisk,
+) -> None:
+    target = small_disk.folder / "data.db"
+    d = persistdict.open(target, commit_every=1000)
+    try:
+        d["first"] = 0
+        d.flush()
+        for i in range(20):
+            d[f"k{i}"] = i  # acknowledged: pending in the batch
+        small_disk.fill()
+        with pytest.raises(OSError, match="disk is full") as caught:
+            d["big"] = BIG  # fails, and SQLite rolls the whole batch back
+        assert caught.value.errno == errno.ENOSPC
+        message = str(caught.value)
+        assert str(target) in message
+        assert "the 20 earlier writes of the commit_every batch are kept" in message
+        small_disk.free()
+        assert d["k7"] == 7  # reads see the acknowledged writes
+        assert len(d) == 21
+        assert "big" not in d
+        d.flush()
+    finally:
+        d.close()
+    assert read_all(target) == {"first": 0, **{f"k{i}": i for i in range(20)}}
+
+
+@pytest.mark.parametrize("finish", ["flush", "close"])
+def test_a_batch_whose_commit_fails_on_a_full_disk_is_kept_for_a_retry(
+    small_disk: SmallDisk, finish: str
+) -> None:
+    target = small_disk.folder / "data.db"
+    d = persistdict.open(target, commit_every=1000)
+    try:
+        d["first"] = 0
+        d.flush()
+        small_disk.fill()
+        for i in range(20):
+            d[f"k{i}"] = i
+        with pytest.raises(OSError, match="the 20 earlier writes of the commit_every batch"):
+            getattr(d, finish)()  # COMMIT fails; SQLite rolls the batch back
+        assert not d.closed  # a failed close() leaves the dict open, to be retried
+        small_disk.free()
+        getattr(d, finish)()
+    finally:
+        d.close()
+    assert read_all(target) == {"first": 0, **{f"k{i}": i for i in range(20)}}
+
+
+def test_no_write_commits_outside_a_transaction_that_sqlite_rolled_back(
+    small_disk: SmallDisk,
+) -> None:
+    target = small_disk.folder / "data.db"
+    with persistdict.open(target) as d:
+        d["before"] = 1
+        small_disk.fill()
+        aborted = pytest.raises(persistdict.Error, match=r"rolled back this transaction\(\) block")
+        with aborted, d.transaction():
+            d["a"] = 1
+            with pytest.raises(OSError, match="rolled back the whole transaction"):
+                d["big"] = BIG
+            small_disk.free()  # a write alone would now succeed, and commit by itself
+            with pytest.raises(persistdict.Error, match="none of its writes were kept"):
+                d["b"] = 2
+            with pytest.raises(persistdict.Error, match="rolled back"):
+                del d["before"]
+            with pytest.raises(persistdict.Error, match="rolled back"):
+                d.update({"c": 3, "d": 4})
+            with pytest.raises(persistdict.Error, match="rolled back"):
+                d.clear()
+            with pytest.raises(persistdict.Error, match="rolled back"), d.transaction():
+                pass
+        assert dict(d.items()) == {"before": 1}
+        assert len(d) == 1
+        d["after"] = 2  # the block is over: writes work again
+    assert read_all(target) == {"before": 1, "after": 2}
+
+
+def test_a_transaction_ended_by_a_full_disk_raises_that_error(small_disk: SmallDisk) -> None:
+    target = small_disk.folder / "data.db"
+    with persistdict.open(target) as d:
+        d["before"] = 1
+        small_disk.fill()
+        # The disk's error, not "cannot rollback - no transaction is active".
+        with pytest.raises(OSError, match="disk is full") as caught, d.transaction():
+            d["a"] = 1
+            with d.transaction():
+                d["big"] = BIG
+        assert caught.value.errno == errno.ENOSPC
+        small_disk.free()
+        assert dict(d.items()) == {"before": 1}
+    assert read_all(target) == {"before": 1}
+
+
+@pytest.mark.parametrize("change", ["clear", "delete", "update"])
+def test_len_is_right_after_a_transaction_whose_commit_fails(
+    small_disk: SmallDisk, change: str
+) -> None:
+    target = small_disk.folder / "data.db"
+    with persistdict.open(target) as d:
+        d.update({"a": 1, "b": 2})
+        assert len(d) == 2
+        small_disk.fill()
+        failed = pytest.raises(OSError, match="none of the transaction\\(\\) block's writes")
+        with failed, d.transaction():
+            d["c"] = 3
+            assert len(d) == 3  # the count is cached from here on
+            if change == "clear":
+                d.clear()
+            elif change == "delete":
+                del d["a"]
+                del d["b"]
+            else:
+                d.update({f"n{i}": i for i in range(50)})
+        assert len(d) == 2
+        small_disk.free()
+        assert len(d) == 2
+        assert dict(d.items()) == {"a": 1, "b": 2}
+        d["z"] = 26
+        assert len(d) == 3
+    assert read_all(target) == {"a": 1, "b": 2, "z": 26}
+
+
+def test_len_is_right_after_an_update_whose_commit_fails(small_disk: SmallDisk) -> None:
+    target = small_disk.folder / "data.db"
+    with persistdict.open(target) as d:
+        d.update({"a": 1, "b": 2})
+        assert len(d) == 2
+        small_disk.fill()
+        with pytest.raises(OSError, match="disk is full"):
+            d.update({f"n{i}": i for i in range(50)})
+        assert len(d) == 2
+        small_disk.free()
+    assert read_all(target) == {"a": 1, "b": 2}

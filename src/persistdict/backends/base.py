@@ -13,6 +13,7 @@ slow defaults for the rest, which a backend overrides where its storage can do b
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import re
@@ -25,6 +26,7 @@ from persistdict.errors import ReadOnlyError
 __all__ = [
     "Backend",
     "BackendBase",
+    "MissingTableError",
     "adapt",
     "check_commit_every",
     "check_flag",
@@ -77,6 +79,30 @@ def check_table_name(table: object) -> str:
             "not starting with a digit"
         )
     return table
+
+
+class MissingTableError(FileNotFoundError):
+    """A table (SQLite, PostgreSQL) opened with flag ``"r"`` or ``"w"`` is not there.
+
+    A ``FileNotFoundError``, as a missing file is; ``tables`` lists the tables that are there,
+    so a command line can word its own hint.
+    """
+
+    def __init__(self, where: str, table: str, tables: Iterable[str]) -> None:
+        self.where, self.table, self.tables = where, table, sorted(tables)
+        super().__init__(
+            errno.ENOENT,
+            f"{where} has no table {table!r}; {self.listing()}. Pass table= one of them, or "
+            "open with flag='c' to create it",
+        )
+
+    def listing(self, limit: int = 20) -> str:
+        """``"its tables: a, b"`` (at most ``limit`` names), or ``"it has no tables"``."""
+        if not self.tables:
+            return "it has no tables"
+        shown = ", ".join(self.tables[:limit])
+        more = len(self.tables) - limit
+        return f"its tables: {shown}" + (f" and {more} more" if more > 0 else "")
 
 
 _fork_generation = 0

@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from persistdict.backends.base import (
     BackendBase,
+    MissingTableError,
     check_flag,
     check_table_name,
     fork_generation,
@@ -136,8 +137,12 @@ class PostgresBackend(BackendBase):
         self._lock = _lock_id(self.schema or "", self.table)
         self._cx: Any = None
         cx = self._connect()
-        with self._errors():
-            self._prepare_table(cx, flag)
+        try:
+            with self._errors():
+                self._prepare_table(cx, flag)
+        except BaseException:
+            cx.close()
+            raise
 
     # Connection management.
 
@@ -157,6 +162,8 @@ class PostgresBackend(BackendBase):
 
     def _prepare_table(self, cx: Any, flag: str) -> None:
         columns = self._columns(cx)
+        if not columns and flag in ("r", "w"):
+            raise MissingTableError(self._shown, self.table, self._tables(cx))
         if not columns and not self.read_only:
             self._create(cx)
             columns = self._columns(cx)
@@ -188,6 +195,14 @@ class PostgresBackend(BackendBase):
             (self._ident.as_string(cx),),
         ).fetchall()
         return {name: kind for name, kind in rows}
+
+    def _tables(self, cx: Any) -> list[str]:
+        rows = cx.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname = coalesce(%s, current_schema())",
+            (self.schema,),
+        ).fetchall()
+        return [name for (name,) in rows]
 
     def _create(self, cx: Any) -> None:
         if self.jsonb:

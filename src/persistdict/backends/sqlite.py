@@ -34,12 +34,13 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 from persistdict.backends.base import (
     BackendBase,
+    MissingTableError,
     check_commit_every,
     check_flag,
     check_table_name,
     fork_generation,
 )
-from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
+from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 
 __all__ = ["SqliteBackend"]
@@ -223,11 +224,15 @@ class SqliteBackend(BackendBase):
         self.synchronous = sync
         self.timeout = check_timeout(timeout)
         self._mode = mode
-        self._pending = 0  # writes since the last commit when commit_every > 0
+        # The writes of the open commit_every batch, kept until it commits: when a fault
+        # (disk full, I/O error) makes SQLite roll the batch back, they were already
+        # acknowledged, so they are replayed (_lost) before anything else runs.
+        self._batch: list[tuple[str, Any]] = []
+        self._lost = False
         self._depth = 0  # nesting of transaction()
+        self._aborted = ""  # why SQLite rolled back the transaction() block in progress
         self._count: int | None = None
         self._count_version = -1
-        self._table_exists = True
         q = '"' + self.table + '"'
         self._sql_get = f"SELECT value FROM {q} WHERE key = ?"
         self._sql_has = f"SELECT 1 FROM {q} WHERE key = ?"
@@ -284,11 +289,8 @@ class SqliteBackend(BackendBase):
                 if str(mode).lower() != "wal":  # pragma: no cover - e.g. a network filesystem
                     raise CorruptError(f"{self.path!r}: can't switch to WAL mode (got {mode})")
             cx.execute(f"PRAGMA synchronous={self.synchronous}")
-            if self.read_only:
-                found = cx.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (self.table,)
-                ).fetchone()
-                self._table_exists = found is not None
+            if self.flag in ("r", "w"):
+                self._check_table_exists(cx)
             else:
                 cx.execute(
                     f'CREATE TABLE IF NOT EXISTS "{self.table}" '
@@ -296,8 +298,7 @@ class SqliteBackend(BackendBase):
                 )
                 if initial and self.flag == "n":
                     cx.execute(self._sql_clear)
-            if self._table_exists:
-                self._check_schema(cx)
+            self._check_schema(cx)
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             cx.close()
             raise self._translate(exc) from exc
@@ -308,6 +309,27 @@ class SqliteBackend(BackendBase):
         self._generation = fork_generation()
         _live.add(self)
         return cx
+
+    def _check_table_exists(self, cx: sqlite3.Connection) -> None:
+        # As for a missing file: a mistyped table must not read as an empty dict (a backup
+        # taken with `persistdict dump` would be empty). NOCASE: SQLite's names are.
+        tables = [
+            row[0]
+            for row in cx.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite^_%' "
+                "ESCAPE '^'"
+            ).fetchall()
+        ]
+        if self.table.lower() not in (name.lower() for name in tables):
+            # A damaged schema can hide a table that is there: say so rather than "no table".
+            # A full scan, but only on this error path.
+            problems = [row[0] for row in cx.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise CorruptError(
+                    f"{self.path!r} is damaged ({'; '.join(problems[:3])}); it was left "
+                    "untouched. Restore a backup, or run `persistdict check` to see more"
+                )
+            raise MissingTableError(repr(self.path), self.table, tables)
 
     def _check_schema(self, cx: sqlite3.Connection) -> None:
         # fetchall(), not iteration: a cursor left open by an error would keep the file locked
@@ -329,29 +351,39 @@ class SqliteBackend(BackendBase):
             # pending uncommitted writes belong to the parent and are not replayed here.
             _abandoned.append(cx)
             self._cx = None
-            self._pending = 0
+            self._batch = []
+            self._lost = False
             self._depth = 0
             return self._connect()
+        if self._lost:
+            self._replay(cx)  # reads too: they must see the acknowledged writes
         return cx
 
-    def _translate(self, exc: Exception) -> Exception:
+    def _translate(self, exc: Exception, note: str = "") -> Exception:
+        """persistdict's error for a SQLite one; ``note`` is added to the message."""
         text = str(exc)
         if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc):
             return LockedError(
                 f"{self.path!r} stayed locked by another connection for {self.timeout:g}s "
-                f"({text}); retry, or pass a longer timeout="
+                f"({text}); retry, or pass a longer timeout={note}"
             )
         if "readonly" in text or "read-only" in text:
-            return ReadOnlyError(f"{self.path!r} can't be written: {text}")
+            return ReadOnlyError(f"{self.path!r} can't be written: {text}{note}")
         if isinstance(exc, UnicodeDecodeError) or (  # SQLite's own message held broken text
             isinstance(exc, sqlite3.DatabaseError) and any(sign in text for sign in _DAMAGED)
         ):
             return CorruptError(
                 f"{self.path!r} is not a usable SQLite database ({text}); it was left "
-                "untouched. Restore a backup or check the path"
+                f"untouched. Restore a backup or check the path{note}"
             )
         if "unable to open" in text:
-            return OSError(errno.EIO, f"can't open {self.path!r}: {text}", self.path)
+            return OSError(errno.EIO, f"can't open {self.path!r}: {text}{note}", self.path)
+        if "disk is full" in text:
+            return OSError(errno.ENOSPC, f"{self.path!r}: {text}; free some space{note}")
+        if "disk I/O error" in text:
+            return OSError(errno.EIO, f"{self.path!r}: {text}{note}")
+        if note:
+            return Error(f"{self.path!r}: {text}{note}")
         return exc
 
     def _damaged(self, what: str) -> CorruptError:
@@ -364,11 +396,67 @@ class SqliteBackend(BackendBase):
     def _errors(self) -> _Translating:
         return _Translating(self)
 
-    def _raise(self, exc: Exception) -> NoReturn:
-        translated = self._translate(exc)
+    def _raise(self, exc: Exception, note: str = "") -> NoReturn:
+        translated = self._translate(exc, note)
         if translated is exc:
             raise exc
         raise translated from exc
+
+    def _failed(self, cx: sqlite3.Connection, exc: sqlite3.Error) -> NoReturn:
+        """Raise a failed write's error, after noting what SQLite undid with it."""
+        self._count = None  # the statement, or the whole transaction, was undone
+        note = ""
+        if not cx.in_transaction:  # a fault SQLite answers by rolling everything back
+            if self._depth:
+                self._aborted = str(exc)
+                note = (
+                    "; SQLite rolled back the whole transaction() block, so none of its writes "
+                    "are kept and every further write in it raises: leave the block"
+                )
+            elif self._batch:
+                self._lost = True
+                note = self._kept()
+        self._raise(exc, note)
+
+    def _kept(self) -> str:
+        return (
+            f"; the {len(self._batch)} earlier writes of the commit_every batch are kept in "
+            "memory and are committed by the next write, flush() or close()"
+        )
+
+    def _replay(self, cx: sqlite3.Connection) -> None:
+        # Redo the rolled-back batch in a transaction of its own; on failure it stays to redo.
+        try:
+            if not cx.in_transaction:
+                self._begin(cx)
+            for sql, params in self._batch:
+                cx.execute(sql, params)
+        except sqlite3.Error as exc:
+            self._count = None
+            if cx.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    cx.execute("ROLLBACK")
+            self._raise(exc, self._kept())
+        self._lost = False
+        self._count = None
+
+    def _settle(self, cx: sqlite3.Connection) -> None:
+        """Commit the open commit_every batch (raising through ``_failed``)."""
+        try:
+            if self._lost:
+                self._replay(cx)
+            if cx.in_transaction:
+                cx.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._failed(cx, exc)
+        self._batch.clear()
+
+    def _block_aborted(self) -> Error:
+        return Error(
+            f"{self.path!r}: SQLite rolled back this transaction() block after an error "
+            f"({self._aborted or 'see the error raised earlier in the block'}); none of its "
+            "writes were kept. Leave the block and run it again"
+        )
 
     # Writes and batching.
 
@@ -380,22 +468,26 @@ class SqliteBackend(BackendBase):
         self.check_writable()
         cx = self._conn
         try:  # not `with self._errors()`: this runs on every write, and try costs nothing
-            if self._depth or self.commit_every == 0:
+            if self._depth:
+                if not cx.in_transaction:
+                    # SQLite ended the block's transaction; run alone, this write would
+                    # commit on its own, outside the block.
+                    raise self._block_aborted()
+                return cx.execute(sql, params)
+            if self.commit_every == 0:
                 return cx.execute(sql, params)
             if not cx.in_transaction:
                 self._begin(cx)
             cur = cx.execute(sql, params)
-            self._pending += 1
-            if self._pending >= self.commit_every:
+            self._batch.append((sql, params))
+            if len(self._batch) >= self.commit_every:
                 cx.execute("COMMIT")
-                self._pending = 0
+                self._batch.clear()
             return cur
         except sqlite3.Error as exc:
-            self._raise(exc)
+            self._failed(cx, exc)
 
     def get(self, key: str) -> Any:
-        if not self._table_exists:
-            raise KeyError(key)
         # try/except rather than `with self._errors()`: free unless raised, on the hottest path.
         try:
             row = self._conn.execute(self._sql_get, (key,)).fetchone()
@@ -410,8 +502,6 @@ class SqliteBackend(BackendBase):
         return row[0]
 
     def contains(self, key: str) -> bool:
-        if not self._table_exists:
-            return False
         try:
             return self._conn.execute(self._sql_has, (key,)).fetchone() is not None
         except UnicodeEncodeError:
@@ -436,21 +526,28 @@ class SqliteBackend(BackendBase):
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
         self.check_writable()
         cx = self._conn
-        with self._errors():
-            if self._depth:
+        if self._depth:
+            if not cx.in_transaction:
+                raise self._block_aborted()
+            try:
                 cx.executemany(self._sql_set, items)
-            else:
-                if cx.in_transaction:  # a commit_every batch: keep it to its N writes
-                    cx.execute("COMMIT")
-                    self._pending = 0
-                self._begin(cx)
-                try:
-                    cx.executemany(self._sql_set, items)
-                except BaseException:
-                    cx.execute("ROLLBACK")
-                    raise
-                cx.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._failed(cx, exc)
+            self._count = None
+            return
+        self._settle(cx)  # a commit_every batch commits first: keep it to its N writes
         self._count = None
+        try:
+            self._begin(cx)
+            cx.executemany(self._sql_set, items)
+            cx.execute("COMMIT")
+        except BaseException as exc:
+            if cx.in_transaction:  # not when SQLite already rolled back
+                with contextlib.suppress(sqlite3.Error):
+                    cx.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                self._raise(exc)
+            raise
 
     def clear(self) -> None:
         self._write(self._sql_clear)
@@ -460,13 +557,15 @@ class SqliteBackend(BackendBase):
     def transaction(self) -> Iterator[None]:
         self.check_writable()
         cx = self._conn
-        with self._errors():
-            if self._depth == 0:
-                if cx.in_transaction:  # a commit_every batch is open: it commits first
-                    cx.execute("COMMIT")
-                    self._pending = 0
+        if self._depth == 0:
+            self._settle(cx)  # a commit_every batch is open: it commits first
+            self._aborted = ""
+            with self._errors():
                 self._begin(cx)
-            else:
+        else:
+            if not cx.in_transaction:
+                raise self._block_aborted()
+            with self._errors():
                 cx.execute(f"SAVEPOINT pd_{self._depth}")
         self._depth += 1
         try:
@@ -476,18 +575,29 @@ class SqliteBackend(BackendBase):
             self._count = None
             if not self._owns(cx):
                 raise  # a forked child unwinding the parent's transaction: not its to end
-            with self._errors():
-                if self._depth == 0:
-                    cx.execute("ROLLBACK")
-                else:
-                    cx.execute(f"ROLLBACK TO pd_{self._depth}")
-                    cx.execute(f"RELEASE pd_{self._depth}")
+            if cx.in_transaction:  # else SQLite already rolled the whole block back
+                with self._errors():
+                    if self._depth == 0:
+                        cx.execute("ROLLBACK")
+                    else:
+                        cx.execute(f"ROLLBACK TO pd_{self._depth}")
+                        cx.execute(f"RELEASE pd_{self._depth}")
             raise
         self._depth -= 1
         if not self._owns(cx):
             raise LockedError(_forked_in_transaction(self.path))
-        with self._errors():
+        if not cx.in_transaction:  # the caller caught the error that ended it, and went on
+            self._count = None
+            raise self._block_aborted()
+        try:
             cx.execute("COMMIT" if self._depth == 0 else f"RELEASE pd_{self._depth}")
+        except sqlite3.Error as exc:
+            # Left open, the block's writes would be committed by whatever runs next.
+            self._count = None
+            if self._depth == 0 and cx.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    cx.execute("ROLLBACK")
+            self._raise(exc, "; none of the transaction() block's writes were kept")
 
     # Reads that stream.
 
@@ -495,8 +605,6 @@ class SqliteBackend(BackendBase):
         # Keyset pages rather than one open cursor: no read transaction stays open while the
         # caller works between steps (which would stall WAL checkpoints), memory stays flat,
         # and writes during the loop are allowed. Each key present throughout is seen once.
-        if not self._table_exists:
-            return
         with self._errors():
             rows = self._conn.execute(first).fetchall()
         while rows:
@@ -518,8 +626,6 @@ class SqliteBackend(BackendBase):
         return chain.from_iterable(self._pages(self._sql_items_first, self._sql_items_next))
 
     def count(self) -> int:
-        if not self._table_exists:
-            return 0
         cx = self._conn
         with self._errors():
             # data_version changes only when another connection commits, so a cached count
@@ -534,13 +640,9 @@ class SqliteBackend(BackendBase):
     # Lifecycle.
 
     def flush(self) -> None:
-        cx = self._cx
-        if cx is None or self._depth:
+        if self._cx is None or self._depth:
             return
-        with self._errors():
-            if self._conn.in_transaction:
-                self._conn.execute("COMMIT")
-        self._pending = 0
+        self._settle(self._conn)
 
     def _owns(self, cx: sqlite3.Connection) -> bool:
         return cx is self._cx and self._generation == fork_generation()
@@ -560,11 +662,10 @@ class SqliteBackend(BackendBase):
         cx = self._cx
         if cx is None or self._depth or self._generation != fork_generation():
             return
-        if cx.in_transaction:
+        if cx.in_transaction or self._lost:
             # A failed commit must not stop the fork; the child then reports the open batch.
-            with contextlib.suppress(sqlite3.Error):
-                cx.execute("COMMIT")
-                self._pending = 0
+            with contextlib.suppress(sqlite3.Error, OSError, Error):
+                self._settle(cx)
 
     def close(self) -> None:
         cx = self._cx
@@ -574,10 +675,9 @@ class SqliteBackend(BackendBase):
             _abandoned.append(cx)
             self._cx = None
             return
-        if cx.in_transaction:
+        if cx.in_transaction or self._lost:
             # If this commit fails the dict stays open, so pending writes can be retried.
-            with self._errors():
-                cx.execute("COMMIT")
+            self._settle(cx)
         self._cx = None
         cx.close()
 

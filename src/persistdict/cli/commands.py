@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import persistdict
 from persistdict import migrate
+from persistdict.backends.base import MissingTableError
 from persistdict.mapping import PersistDict
 from persistdict.migrate.sqlite_sources import connect_read_only, key_value_tables
 from persistdict.migrate.target import writing
@@ -80,7 +81,14 @@ def _open(args: argparse.Namespace, target: str, flag: str) -> PersistDict:
     options = _options(args)
     if args.table is not None:
         options["table"] = args.table
-    return persistdict.open(target, flag, backend=args.backend, format=args.format, **options)
+    try:
+        return persistdict.open(target, flag, backend=args.backend, format=args.format, **options)
+    except MissingTableError as exc:
+        # A mistyped --table is bad input, and must not read as an empty dict.
+        raise UsageError(
+            f"{mask_password(exc.where)} has no table {exc.table!r}; {exc.listing()}. Pass "
+            "--table with one of them" + ("" if flag == "r" else " (set and load create it)")
+        ) from None
 
 
 def _label(d: PersistDict) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 import persistdict
 from persistdict.backends import backend_class
+from persistdict.backends.base import MissingTableError
 from persistdict.detect import detect_backend
 from persistdict.fileio import fsync_directory, fsync_file
 from persistdict.locking import FileLock
@@ -112,7 +113,11 @@ def writing(
 
 def _refuse_if_filled(target: str, backend: str, table: str, options: dict[str, Any]) -> None:
     # Looked at read-only: opening a snapshot file for writing may rewrite it on close.
-    with persistdict.open(target, "r", backend=backend, table=table, **options) as d:
+    try:
+        d = persistdict.open(target, "r", backend=backend, table=table, **options)
+    except MissingTableError:
+        return  # a table not created yet holds nothing to refuse
+    with d:
         if len(d):
             raise _exists_error(_label(d), len(d))
 
