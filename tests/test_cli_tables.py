@@ -21,7 +21,9 @@ def big_db(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "command", [["dump"], ["keys"], ["get", "k"], ["check"], ["info"], ["del", "k"]]
+    "command",
+    [["dump"], ["keys"], ["get", "k"], ["check"], ["info"], ["del", "k"]],
+    ids=lambda command: command[0],
 )
 def test_a_mistyped_table_is_a_usage_error_naming_the_tables(
     big_db: Path, command: list[str]

@@ -26,6 +26,55 @@ __all__ = ["DbmBackend"]
 _inherited: list[Any] = []
 
 
+# Files a dbm database may consist of beside (or instead of) ``path`` itself.
+_SIDE_FILES = (".dir", ".dat", ".pag", ".db")
+# What dbm.dumb raises reading a damaged index: it parses each line of the .dir file with
+# ast.literal_eval and unpacks the result.
+_DUMB_INDEX_ERRORS = (
+    SyntaxError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    MemoryError,
+    RecursionError,
+)
+
+
+def _damaged_index(path: str, fault: str) -> CorruptError:
+    return CorruptError(
+        f"{path + '.dir'!r}, the index of the dbm.dumb database {path!r}, is damaged ({fault}); "
+        "it was left untouched. Restore a backup of both files"
+    )
+
+
+def _check_dumb_index(path: str, db: Any) -> None:
+    """Check every entry of a dbm.dumb index against its data file.
+
+    dbm.dumb trusts its index: a damaged entry would make a read fail later with a raw
+    ``OSError``/``TypeError``, allocate gigabytes, or return some other key's bytes. Its index is
+    the private ``_index`` dict (key -> (offset, size)), read once at open.
+    """
+    index = getattr(db, "_index", None)
+    if not isinstance(index, dict):  # pragma: no cover - another Python's dbm.dumb
+        return
+    size = os.path.getsize(path + ".dat")
+    for raw_key, entry in index.items():
+        if not (
+            isinstance(entry, tuple)
+            and len(entry) == 2
+            and all(type(number) is int for number in entry)
+            and entry[0] >= 0
+            and entry[1] >= 0
+            and entry[0] + entry[1] <= size
+        ):
+            key = raw_key.decode("utf-8", "backslashreplace")
+            raise _damaged_index(
+                path,
+                f"the entry of key {key!r} is {entry!r}, not an (offset, size) inside the "
+                f"{size}-byte .dat file",
+            )
+
+
 def _key_bytes(key: str) -> bytes:
     # surrogatepass: a str key with a lone surrogate is still a valid dict key.
     return key.encode("utf-8", "surrogatepass")
@@ -47,6 +96,8 @@ class DbmBackend(BackendBase):
         self.path = os.fspath(path)
         self.read_only = flag == "r"
         kind = dbm.whichdb(self.path)
+        if kind is None and any(os.path.exists(self.path + end) for end in _SIDE_FILES):
+            kind = ""  # e.g. a dbm.dumb index damaged in its first byte: whichdb can't tell
         if kind is None and flag in ("r", "w"):
             raise FileNotFoundError(
                 errno.ENOENT,
@@ -55,7 +106,8 @@ class DbmBackend(BackendBase):
             )
         if kind == "":
             raise CorruptError(
-                f"{self.path!r} exists but no dbm module recognises it; it was left untouched"
+                f"{self.path!r} exists but no dbm module recognises it; it was left untouched. "
+                "Restore a backup, or check the path"
             )
         self._lock: FileLock | None = None
         self._generation = fork_generation()
@@ -68,9 +120,21 @@ class DbmBackend(BackendBase):
         except dbm.error[0] as exc:
             self._release()
             raise CorruptError(f"can't open the dbm database {self.path!r}: {exc}") from exc
+        except _DUMB_INDEX_ERRORS as exc:
+            self._release()
+            if kind != "dbm.dumb":
+                raise
+            raise _damaged_index(self.path, f"{type(exc).__name__}: {exc}") from exc
         except BaseException:
             self._release()
             raise
+        if kind == "dbm.dumb":
+            try:
+                _check_dumb_index(self.path, self._db)
+            except BaseException:
+                self._db.close()
+                self._release()
+                raise
 
     def _release(self) -> None:
         lock, self._lock = self._lock, None
@@ -111,11 +175,21 @@ class DbmBackend(BackendBase):
             key = db.firstkey()
             while key is not None:
                 following = db.nextkey(key)
-                yield key.decode("utf-8", "surrogatepass")
+                yield self._key_text(key)
                 key = following
         else:
             for key in db.keys():  # noqa: SIM118 - dbm objects are not iterable everywhere
-                yield key.decode("utf-8", "surrogatepass")
+                yield self._key_text(key)
+
+    def _key_text(self, key: bytes) -> str:
+        try:
+            return key.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as exc:  # every key stored here was UTF-8
+            raise CorruptError(
+                f"the dbm database {self.path!r} holds a key that is not UTF-8 ({key!r}): the "
+                "file is damaged or was written by another program. It was left untouched; "
+                "restore a backup"
+            ) from exc
 
     def count(self) -> int:
         return len(self._live)
