@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,7 @@ import persistdict
 from persistdict import PersistDict
 from persistdict.backends.sqlite import SqliteBackend
 from persistdict.testing import MappingConformance
+from tests.conftest import subprocess_env
 
 
 def read_all(target: Path, **options: Any) -> dict[str, Any]:
@@ -273,3 +279,171 @@ def test_len_is_right_after_an_update_whose_commit_fails(small_disk: SmallDisk) 
         assert len(d) == 2
         small_disk.free()
     assert read_all(target) == {"a": 1, "b": 2}
+
+
+# Readers who may not write: a root-owned folder, a read-only file system ------------------------
+
+_READER = """
+import json, sys, persistdict
+try:
+    with persistdict.open(sys.argv[1], "r", **json.loads(sys.argv[2])) as d:
+        print(json.dumps({"items": dict(d.items()), "repr": repr(d)}))
+except Exception as exc:
+    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+"""
+
+_WRITER_KILLED_AFTER = """
+import sys, time, persistdict
+d = persistdict.open(sys.argv[1])
+d["live"] = "in the -wal only"
+print("written", flush=True)
+time.sleep(60)
+"""
+
+
+def read_as(target: Path, *, nobody: bool, **options: Any) -> dict[str, Any]:
+    """Open ``target`` read-only in another process, as uid 65534 if ``nobody``."""
+    who = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if nobody else []
+    command = [*who, sys.executable, "-c", _READER, str(target), json.dumps(options)]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=subprocess_env(), check=True
+    )
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+def leave_a_live_wal(target: Path) -> None:
+    """A writer killed with SIGKILL: its last write is only in the -wal, beside the -shm."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER_KILLED_AFTER, str(target)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "written\n"
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+    assert Path(f"{target}-wal").stat().st_size > 0
+
+
+@pytest.fixture
+def root_owned_folder() -> Iterator[Path]:
+    """A folder uid 65534 may read but not write (under /tmp: pytest's own is 0700)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to read as another user")
+    folder = Path(tempfile.mkdtemp(prefix="persistdict-ro-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_reader_who_may_not_write_the_folder_reads_while_a_writer_has_it_open(
+    root_owned_folder: Path,
+) -> None:
+    target = root_owned_folder / "data.db"
+    with persistdict.open(target) as d:
+        d["k"] = 1
+        answer = read_as(target, nobody=True)
+        assert answer["items"] == {"k": 1}, answer
+        assert "immutable" not in answer["repr"]
+
+
+def test_a_reader_who_may_not_write_the_folder_reads_what_a_killed_writer_left(
+    root_owned_folder: Path,
+) -> None:
+    target = root_owned_folder / "data.db"
+    with persistdict.open(target) as d:
+        d["k"] = 1
+    leave_a_live_wal(target)
+    assert read_as(target, nobody=True)["items"] == {"k": 1, "live": "in the -wal only"}
+
+
+def test_a_reader_who_may_not_write_the_folder_is_told_why_and_what_to_do(
+    root_owned_folder: Path,
+) -> None:
+    target = root_owned_folder / "data.db"
+    with persistdict.open(target) as d:  # closed cleanly: no -wal, no -shm
+        d["k"] = 1
+    answer = read_as(target, nobody=True)
+    assert answer["error"] == "PermissionError", answer
+    message = answer["message"]
+    assert f"can't read {str(target)!r}: it is a SQLite database in WAL mode" in message
+    assert f"may not create data.db-wal and data.db-shm in {str(root_owned_folder)!r}" in message
+    assert "immutable=True" in message
+    assert sorted(p.name for p in root_owned_folder.iterdir()) == ["data.db"]
+    # The way out the message offers, for a database nothing writes meanwhile:
+    answer = read_as(target, nobody=True, immutable=True)
+    assert answer["items"] == {"k": 1}
+    assert "immutable" in answer["repr"]
+    assert sorted(p.name for p in root_owned_folder.iterdir()) == ["data.db"]
+
+
+@pytest.fixture
+def read_only_mount() -> Iterator[tuple[Path, Callable[[], None]]]:
+    """A small tmpfs, and a function that remounts it read-only (under /tmp, for uid 65534)."""
+    outer = Path(tempfile.mkdtemp(prefix="persistdict-media-", dir="/tmp"))
+    outer.chmod(0o755)
+    folder = outer / "media"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(folder)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        shutil.rmtree(outer)
+        pytest.skip(f"can't mount a tmpfs (needs root): {mounted.stderr.decode().strip()}")
+
+    def make_read_only() -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+    try:
+        yield folder, make_read_only
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+        shutil.rmtree(outer)
+
+
+@pytest.mark.parametrize("nobody", [False, True], ids=["root", "nobody"])
+def test_a_database_on_a_read_only_file_system_is_read_as_immutable(
+    read_only_mount: tuple[Path, Callable[[], None]], nobody: bool
+) -> None:
+    if nobody and shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to read as another user")
+    folder, make_read_only = read_only_mount
+    target = folder / "data.db"
+    with persistdict.open(target) as d:
+        d["k"] = 1
+    make_read_only()
+    answer = read_as(target, nobody=nobody)
+    assert answer["items"] == {"k": 1}, answer
+    assert "immutable" in answer["repr"]  # it says it reads the file as unchanging
+    with pytest.raises(OSError, match="Read-only file system"):
+        Path(f"{target}-shm").touch()
+
+
+@pytest.mark.parametrize("nobody", [False, True], ids=["root", "nobody"])
+def test_a_live_wal_on_a_read_only_file_system_is_read_too(
+    read_only_mount: tuple[Path, Callable[[], None]], nobody: bool
+) -> None:
+    if nobody and shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to read as another user")
+    folder, make_read_only = read_only_mount
+    target = folder / "data.db"
+    with persistdict.open(target) as d:
+        d["k"] = 1
+    leave_a_live_wal(target)
+    make_read_only()
+    answer = read_as(target, nobody=nobody)
+    assert answer["items"] == {"k": 1, "live": "in the -wal only"}, answer
+    assert "immutable" not in answer["repr"]  # immutable would miss what is in the -wal
+
+
+def test_immutable_is_only_for_reading(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="immutable=True is for reading"):
+        persistdict.open(tmp_path / "data.db", immutable=True)
+    assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,14 @@ IMMEDIATE``, so two writers never deadlock upgrading a read lock; waits are abso
 SQLite's busy timeout (``timeout=``), past which :class:`~persistdict.LockedError` is raised.
 A ``commit_every`` batch holds the write lock from its first write until it commits.
 
+Faults: SQLite answers a full disk or an I/O error by rolling the whole transaction back.
+The writes of a ``commit_every`` batch are kept in memory until they commit, so a batch rolled
+back that way is replayed by the next read, write, ``flush()`` or ``close()``; inside
+``transaction()`` every later write raises until the block ends, with an error.
+
+Readers (flag ``"r"``) where nothing can be created (a folder they may not write, a read-only
+file system): see ``_connect_read_only``.
+
 After ``os.fork()`` the child closes the connections it inherited and opens its own on first
 use; a file the parent was writing in a transaction (or an open batch) at the fork can't be
 written by the child (``LockedError``). Batches idle at the fork are committed just before it.
@@ -144,6 +152,23 @@ def _uri(path: str, *params: str) -> str:
     return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?" + "&".join(params)
 
 
+def _is_wal_database(path: str) -> bool:
+    # Bytes 18 and 19 of the header, the write and read format versions, are 2 in WAL mode.
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18] == 2
+
+
+def _read_only_file_system(folder: str) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs on Windows
+        return False
+
+
 def _first_column(rows: list[Any]) -> Iterator[Any]:
     return map(_FIRST, rows)
 
@@ -182,6 +207,10 @@ class SqliteBackend(BackendBase):
         mode: permission bits for a file this call creates (less the umask).
         timeout: seconds to wait for another process's write lock.
         synchronous: SQLite's ``PRAGMA synchronous``: ``"NORMAL"`` or ``"FULL"``.
+        immutable: with flag ``"r"``, read the file as SQLite's ``immutable``: no side files
+            or locks, so it works in a folder this user may not write. Only for a database
+            nothing writes while it is open: SQLite would then return wrong results. Chosen
+            by itself on a read-only file system.
     """
 
     name: ClassVar[str] = "sqlite"
@@ -203,6 +232,7 @@ class SqliteBackend(BackendBase):
         mode: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         synchronous: str = "NORMAL",
+        immutable: bool = False,
     ) -> None:
         self.table = check_table_name(table)
         if self.table.lower().startswith("sqlite_"):
@@ -217,12 +247,16 @@ class SqliteBackend(BackendBase):
         if sync not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
         check_flag(flag)
+        if immutable and flag != "r":
+            raise ValueError("immutable=True is for reading: it needs flag='r'")
         self.path = os.fspath(path)
         self.flag = flag
         self.read_only = flag == "r"
         self.commit_every = commit_every
         self.synchronous = sync
         self.timeout = check_timeout(timeout)
+        #: Read straight from the main file, without side files or locks (flag "r" only).
+        self.immutable = bool(immutable)
         self._mode = mode
         # The writes of the open commit_every batch, kept until it commits: when a fault
         # (disk full, I/O error) makes SQLite roll the batch back, they were already
@@ -269,13 +303,7 @@ class SqliteBackend(BackendBase):
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode))
         try:
             if self.read_only:
-                cx = sqlite3.connect(
-                    _uri(self.path, "mode=ro"),
-                    uri=True,
-                    timeout=self.timeout,
-                    check_same_thread=False,
-                    isolation_level=None,
-                )
+                cx = self._connect_read_only()
             else:
                 cx = sqlite3.connect(
                     self.path, timeout=self.timeout, check_same_thread=False, isolation_level=None
@@ -309,6 +337,57 @@ class SqliteBackend(BackendBase):
         self._generation = fork_generation()
         _live.add(self)
         return cx
+
+    def _probe(self, *params: str) -> sqlite3.Connection:
+        cx = sqlite3.connect(
+            _uri(self.path, "mode=ro", *params),
+            uri=True,
+            timeout=self.timeout,
+            check_same_thread=False,
+            isolation_level=None,
+        )
+        try:
+            # SQLite opens lazily: the first read is what finds a WAL database's side files.
+            cx.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            cx.close()
+            raise
+        return cx
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A read-only connection, also where this user may not create files.
+
+        SQLite reads a WAL database only through its ``-wal`` and ``-shm`` files, creating them
+        if missing (a cleanly closed database has neither). Where it can't (a folder this user
+        may not write, a read-only file system) the read fails. On a read-only file system
+        nothing can write the file, so it is then read as ``immutable``: straight from the
+        main file, without side files or locks. Elsewhere a writer could start at any moment,
+        so the error says what to do instead, unless the caller passed ``immutable=True``.
+        """
+        if self.immutable:
+            return self._probe("immutable=1")
+        try:
+            return self._probe()
+        except sqlite3.OperationalError as exc:
+            missing = [end for end in ("-wal", "-shm") if not os.path.exists(self.path + end)]
+            if not missing or not _is_wal_database(self.path):
+                raise
+            folder = os.path.dirname(os.path.abspath(self.path))
+            wal = self.path + "-wal"
+            wal_empty = not os.path.exists(wal) or os.path.getsize(wal) == 0
+            if wal_empty and _read_only_file_system(folder):
+                self.immutable = True  # nothing can write on this mount: nothing can change
+                return self._probe("immutable=1")
+            names = " and ".join(f"{os.path.basename(self.path)}{end}" for end in missing)
+            raise PermissionError(
+                errno.EACCES,
+                f"can't read {self.path!r}: it is a SQLite database in WAL mode, which SQLite "
+                f"reads only with its side files beside it, and this user may not create "
+                f"{names} in {folder!r} ({exc}). Read it while a writer has it open (the "
+                "writer keeps those files), give this user write access to the folder, or copy "
+                "the file somewhere writable; if nothing writes the database while you read "
+                "it, open it with immutable=True",
+            ) from exc
 
     def _check_table_exists(self, cx: sqlite3.Connection) -> None:
         # As for a missing file: a mistyped table must not read as an empty dict (a backup
@@ -691,4 +770,6 @@ class SqliteBackend(BackendBase):
 
     def describe(self) -> str:
         ro = " read-only" if self.read_only else ""
+        if self.immutable:
+            ro += " (immutable: nothing may write it while open)"
         return f"sqlite {self.path!r} table {self.table!r}{ro}"
