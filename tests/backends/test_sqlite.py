@@ -145,50 +145,34 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
 BIG = "x" * 3_000_000  # larger than SQLite's page cache: written to the WAL at once
 
 
+@pytest.mark.parametrize("fault", ["write", "flush", "close"])
 def test_a_batch_rolled_back_by_a_full_disk_is_kept_and_committed_on_retry(
-    small_disk: SmallDisk,
+    small_disk: SmallDisk, fault: str
 ) -> None:
     target = small_disk.folder / "data.db"
     d = persistdict.open(target, commit_every=1000)
     try:
         d["first"] = 0
         d.flush()
-        for i in range(20):
-            d[f"k{i}"] = i  # acknowledged: pending in the batch
         small_disk.fill()
+        for i in range(20):
+            d[f"k{i}"] = i  # acknowledged, pending in the batch (in SQLite's page cache)
         with pytest.raises(OSError, match="disk is full") as caught:
-            d["big"] = BIG  # fails, and SQLite rolls the whole batch back
+            if fault == "write":
+                d["big"] = BIG  # larger than the cache: written at once, and fails
+            else:
+                getattr(d, fault)()  # the COMMIT fails
+        # Either way SQLite rolled the whole batch back.
         assert caught.value.errno == errno.ENOSPC
         message = str(caught.value)
         assert str(target) in message
         assert "the 20 earlier writes of the commit_every batch are kept" in message
+        assert not d.closed  # a failed close() leaves the dict open, to be retried
         small_disk.free()
         assert d["k7"] == 7  # reads see the acknowledged writes
         assert len(d) == 21
         assert "big" not in d
-        d.flush()
-    finally:
-        d.close()
-    assert read_all(target) == {"first": 0, **{f"k{i}": i for i in range(20)}}
-
-
-@pytest.mark.parametrize("finish", ["flush", "close"])
-def test_a_batch_whose_commit_fails_on_a_full_disk_is_kept_for_a_retry(
-    small_disk: SmallDisk, finish: str
-) -> None:
-    target = small_disk.folder / "data.db"
-    d = persistdict.open(target, commit_every=1000)
-    try:
-        d["first"] = 0
-        d.flush()
-        small_disk.fill()
-        for i in range(20):
-            d[f"k{i}"] = i
-        with pytest.raises(OSError, match="the 20 earlier writes of the commit_every batch"):
-            getattr(d, finish)()  # COMMIT fails; SQLite rolls the batch back
-        assert not d.closed  # a failed close() leaves the dict open, to be retried
-        small_disk.free()
-        getattr(d, finish)()
+        getattr(d, "flush" if fault == "write" else fault)()
     finally:
         d.close()
     assert read_all(target) == {"first": 0, **{f"k{i}": i for i in range(20)}}
@@ -409,8 +393,9 @@ def read_only_mount() -> Iterator[tuple[Path, Callable[[], None]]]:
 
 
 @pytest.mark.parametrize("nobody", [False, True], ids=["root", "nobody"])
-def test_a_database_on_a_read_only_file_system_is_read_as_immutable(
-    read_only_mount: tuple[Path, Callable[[], None]], nobody: bool
+@pytest.mark.parametrize("left", ["closed", "wal"])
+def test_a_database_on_a_read_only_file_system_is_read(
+    read_only_mount: tuple[Path, Callable[[], None]], left: str, nobody: bool
 ) -> None:
     if nobody and shutil.which("setpriv") is None:
         pytest.skip("needs setpriv to read as another user")
@@ -418,29 +403,18 @@ def test_a_database_on_a_read_only_file_system_is_read_as_immutable(
     target = folder / "data.db"
     with persistdict.open(target) as d:
         d["k"] = 1
+    expected: dict[str, Any] = {"k": 1}
+    if left == "wal":
+        leave_a_live_wal(target)
+        expected["live"] = "in the -wal only"
     make_read_only()
-    answer = read_as(target, nobody=nobody)
-    assert answer["items"] == {"k": 1}, answer
-    assert "immutable" in answer["repr"]  # it says it reads the file as unchanging
     with pytest.raises(OSError, match="Read-only file system"):
-        Path(f"{target}-shm").touch()
-
-
-@pytest.mark.parametrize("nobody", [False, True], ids=["root", "nobody"])
-def test_a_live_wal_on_a_read_only_file_system_is_read_too(
-    read_only_mount: tuple[Path, Callable[[], None]], nobody: bool
-) -> None:
-    if nobody and shutil.which("setpriv") is None:
-        pytest.skip("needs setpriv to read as another user")
-    folder, make_read_only = read_only_mount
-    target = folder / "data.db"
-    with persistdict.open(target) as d:
-        d["k"] = 1
-    leave_a_live_wal(target)
-    make_read_only()
+        Path(f"{target}-x").touch()
     answer = read_as(target, nobody=nobody)
-    assert answer["items"] == {"k": 1, "live": "in the -wal only"}, answer
-    assert "immutable" not in answer["repr"]  # immutable would miss what is in the -wal
+    assert answer["items"] == expected, answer
+    # Cleanly closed, the file is read as unchanging, and repr says so; with a -wal it can't
+    # be (immutable would miss what the -wal holds), and SQLite reads the -wal and -shm.
+    assert ("immutable" in answer["repr"]) == (left == "closed")
 
 
 def test_immutable_is_only_for_reading(tmp_path: Path) -> None:

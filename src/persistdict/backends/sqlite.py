@@ -370,9 +370,10 @@ class SqliteBackend(BackendBase):
             return self._probe()
         except sqlite3.OperationalError as exc:
             missing = [end for end in ("-wal", "-shm") if not os.path.exists(self.path + end)]
-            if not missing or not _is_wal_database(self.path):
-                raise
             folder = os.path.dirname(os.path.abspath(self.path))
+            # os.access() also answers False on a read-only file system.
+            if not missing or os.access(folder, os.W_OK) or not _is_wal_database(self.path):
+                raise
             wal = self.path + "-wal"
             wal_empty = not os.path.exists(wal) or os.path.getsize(wal) == 0
             if wal_empty and _read_only_file_system(folder):
