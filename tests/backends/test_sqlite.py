@@ -145,12 +145,12 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
 BIG = "x" * 3_000_000  # larger than SQLite's page cache: written to the WAL at once
 
 
-@pytest.mark.parametrize("fault", ["write", "flush", "close"])
+@pytest.mark.parametrize("fault", ["write", "nth", "flush", "close"])
 def test_a_batch_rolled_back_by_a_full_disk_is_kept_and_committed_on_retry(
     small_disk: SmallDisk, fault: str
 ) -> None:
     target = small_disk.folder / "data.db"
-    d = persistdict.open(target, commit_every=1000)
+    d = persistdict.open(target, commit_every=21 if fault == "nth" else 1000)
     try:
         d["first"] = 0
         d.flush()
@@ -160,6 +160,8 @@ def test_a_batch_rolled_back_by_a_full_disk_is_kept_and_committed_on_retry(
         with pytest.raises(OSError, match="disk is full") as caught:
             if fault == "write":
                 d["big"] = BIG  # larger than the cache: written at once, and fails
+            elif fault == "nth":
+                d["big"] = 21  # the batch's 21st write: its COMMIT fails
             else:
                 getattr(d, fault)()  # the COMMIT fails
         # Either way SQLite rolled the whole batch back.
@@ -171,8 +173,8 @@ def test_a_batch_rolled_back_by_a_full_disk_is_kept_and_committed_on_retry(
         small_disk.free()
         assert d["k7"] == 7  # reads see the acknowledged writes
         assert len(d) == 21
-        assert "big" not in d
-        getattr(d, "flush" if fault == "write" else fault)()
+        assert "big" not in d  # the call that raised changed nothing
+        getattr(d, "close" if fault == "close" else "flush")()
     finally:
         d.close()
     assert read_all(target) == {"first": 0, **{f"k{i}": i for i in range(20)}}

@@ -561,7 +561,12 @@ class SqliteBackend(BackendBase):
             cur = cx.execute(sql, params)
             self._batch.append((sql, params))
             if len(self._batch) >= self.commit_every:
-                cx.execute("COMMIT")
+                try:
+                    cx.execute("COMMIT")
+                except sqlite3.Error:
+                    if not cx.in_transaction:
+                        self._batch.pop()  # this call fails whole; the earlier writes are kept
+                    raise
                 self._batch.clear()
             return cur
         except sqlite3.Error as exc:
