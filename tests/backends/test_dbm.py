@@ -50,7 +50,7 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("flag", ["r", "w"])
+@pytest.mark.parametrize("flag", ["r", "w", "c"])
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_a_damaged_dumb_index_is_a_corrupt_error_naming_the_file(
     tmp_path: Path, damage: str, flag: str
