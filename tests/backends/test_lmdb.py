@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,124 @@ def test_a_map_grown_by_another_process_is_adopted(tmp_path: Path) -> None:
         d["after"] = d["big299"]
         assert d["n"] == 301
         assert _map_size(d) > 32768
+
+
+# Damaged environments. LMDB maps data.mdb and trusts its meta pages: a truncated file used to
+# kill the process with SIGBUS, so every case runs in a child process and must end with a
+# CorruptError naming the folder, never a signal.
+
+_OPEN_AND_READ = """
+import sys, persistdict
+try:
+    with persistdict.open(sys.argv[1], flag=sys.argv[2]) as d:
+        print(len(d), sum(len(v) for v in d.values()), len(list(d)))
+except persistdict.CorruptError as exc:
+    print("CorruptError:", exc)
+"""
+
+
+def _damaged_copy(tmp_path: Path, name: str) -> tuple[Path, int]:
+    source = tmp_path / "good.lmdb"
+    if not source.exists():
+        with persistdict.open(source) as d:
+            d.update({f"k{i}": "v" * 100 for i in range(5000)})
+    copy = tmp_path / name
+    copy.mkdir()
+    for part in ("data.mdb", "lock.mdb"):
+        (copy / part).write_bytes((source / part).read_bytes())
+    return copy, (copy / "data.mdb").stat().st_size
+
+
+@pytest.mark.parametrize("flag", ["r", "c", "w"])
+@pytest.mark.parametrize("keep", ["all but one page", "half", "the meta pages", "one page", "0"])
+def test_a_truncated_environment_is_a_corrupt_error_not_a_crash(
+    tmp_path: Path, flag: str, keep: str
+) -> None:
+    env, size = _damaged_copy(tmp_path, "cut.lmdb")
+    cut = {
+        "all but one page": size - 4096,
+        "half": size // 2,
+        "the meta pages": 8192,
+        "one page": 4096,
+        "0": 0,
+    }[keep]
+    os.truncate(env / "data.mdb", cut)
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_AND_READ, str(env), flag],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr  # not -7 (SIGBUS)
+    assert done.stdout.startswith("CorruptError:"), done.stdout
+    assert str(env) in done.stdout
+    assert (env / "data.mdb").stat().st_size == cut  # left untouched
+
+
+def test_the_cli_reports_a_truncated_environment_as_damage(tmp_path: Path) -> None:
+    env, size = _damaged_copy(tmp_path, "cut.lmdb")
+    os.truncate(env / "data.mdb", size // 2)
+    for command in ("check", "dump", "keys", "info"):
+        done = subprocess.run(
+            [sys.executable, "-m", "persistdict", command, str(env)],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            timeout=60,
+        )
+        assert done.returncode == 1, (command, done.returncode, done.stderr)
+        assert "damaged" in done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        if command != "check":  # check reports on stdout; the others print no data
+            assert done.stdout == ""
+
+
+_FLIP_TRIALS = """
+import os, random, shutil, sys, persistdict
+source, work, trials = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rng = random.Random(20261128)
+size = os.path.getsize(os.path.join(source, "data.mdb"))
+for trial in range(trials):
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(source, work)
+    with open(os.path.join(work, "data.mdb"), "r+b") as f:
+        for _ in range(rng.choice([1, 8, 64])):
+            pos = rng.randrange(size)
+            f.seek(pos)
+            byte = f.read(1)[0]
+            f.seek(pos)
+            f.write(bytes([byte ^ (1 << rng.randrange(8))]))
+    try:
+        with persistdict.open(work, flag="r") as d:
+            n = len(d)
+            for key, value in d.items():
+                pass
+        print(trial, "read", n, flush=True)
+    except persistdict.CorruptError as exc:
+        assert work in str(exc), exc
+        print(trial, "corrupt", flush=True)
+    except Exception as exc:
+        print(trial, "other", type(exc).__name__, exc, flush=True)
+        sys.exit(3)
+"""
+
+
+def test_bit_flips_give_the_data_or_a_corrupt_error(tmp_path: Path) -> None:
+    """Random bit flips anywhere in data.mdb: each read gives data or CorruptError naming the
+    folder; never a raw lmdb or UnicodeDecodeError, never a crash. (LMDB does not checksum
+    pages, so a flip inside a value can go unnoticed by the engine; the serializer then
+    reports what it can't decode.)"""
+    source, _ = _damaged_copy(tmp_path, "src.lmdb")
+    trials = 40 * STRESS
+    done = subprocess.run(
+        [sys.executable, "-c", _FLIP_TRIALS, str(source), str(tmp_path / "w.lmdb"), str(trials)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    outcomes = [line.split()[1] for line in done.stdout.splitlines()]
+    assert len(outcomes) == trials
+    assert "corrupt" in outcomes  # the fuzz reaches the checks

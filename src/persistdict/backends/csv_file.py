@@ -82,9 +82,13 @@ class CsvFileBackend(SnapshotBackend):
                     f"can't store key {key!r} in a UTF-8 CSV file: {exc.reason} at "
                     f"position {exc.start}"
                 ) from None
+        # The csv module refuses to read a field longer than this (131072 characters unless
+        # the program raised it), so a longer one would be saved and the file then unreadable.
         limit = csv.field_size_limit()
-        if len(value) > limit:
-            raise ValueError(
-                f"value for key {key!r} is {len(value)} characters; the csv module reads "
-                f"fields of at most {limit}. Use the json or sqlite backend for large values"
-            )
+        for part, text in (("key", key), ("value", value)):
+            if len(text) > limit:
+                raise ValueError(
+                    f"can't store key {key[:60]!r}: its {part} is {len(text)} characters and "
+                    f"the csv module reads fields of at most {limit}. Use the json or sqlite "
+                    "backend for large keys and values"
+                )

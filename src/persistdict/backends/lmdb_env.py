@@ -31,7 +31,9 @@ pages (a long read transaction would stop LMDB from reusing pages) and memory st
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -87,12 +89,112 @@ def _close_inherited(path: str, shared: _Env) -> None:
     shared.env.close()
 
 
+# The two meta pages at the head of data.mdb (LMDB's MDB_meta after the page header), read
+# with the native word size S: magic u32 at S + 8, the page size in the free DB's md_pad at
+# S + 8 + 8 + 2S, the last used page at S + 8 + 24 + 12S and the txn id right after it.
+_WORD = struct.calcsize("P")
+_META = _WORD + 8
+_MAGIC = 0xBEEFC0DE
+_META_FIELDS = {
+    "magic": (_META, "I"),
+    "psize": (_META + 8 + 2 * _WORD, "I"),
+    "last_pg": (_META + 24 + 12 * _WORD, "N" if _WORD == 8 else "I"),
+    "txnid": (_META + 24 + 13 * _WORD, "N" if _WORD == 8 else "I"),
+}
+
+
+def _meta(head: bytes, offset: int) -> dict[str, int] | None:
+    """The fields of the meta page at ``offset`` in ``head``, or None if it isn't one."""
+    end = offset + _META_FIELDS["txnid"][0] + _WORD
+    if len(head) < end:
+        return None
+    out = {
+        name: struct.unpack_from("@" + code, head, offset + at)[0]
+        for name, (at, code) in _META_FIELDS.items()
+    }
+    return out if out["magic"] == _MAGIC and out["psize"] >= 512 else None
+
+
+def _check_data_file(folder: str, data: str, flag: str) -> None:
+    """Refuse a data.mdb that LMDB would map past its end.
+
+    LMDB reads pages through a memory map and trusts the meta page's idea of how many pages
+    the file holds; a truncated file (a bad copy, a full disk) then kills the process with
+    SIGBUS on the first read, which no ``except`` can catch. So the newest meta page is read
+    here with plain reads and the file's size compared with the pages it claims. Meta pages
+    are written after the pages they point to, so a concurrent writer can only make the file
+    larger than what a meta read first claims.
+    """
+    try:
+        fd = os.open(data, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return
+    try:
+        head = os.pread(fd, 2 * 65536 + 4096, 0)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if size == 0:
+        if flag == "r":
+            raise _damaged(folder, "its data.mdb is empty (0 bytes)")
+        if _nobody_has_it_open(folder):
+            raise _damaged(folder, "its data.mdb is empty (0 bytes) and no process is creating it")
+        return  # another process is creating the environment right now
+    first = _meta(head, 0)
+    if first is None:
+        return  # LMDB itself reports a bad header as MDB_INVALID (translated below)
+    second = _meta(head, first["psize"])
+    metas = [m for m in (first, second) if m is not None]
+    newest = max(metas, key=lambda m: m["txnid"])
+    needed = (newest["last_pg"] + 1) * newest["psize"]
+    if size < needed:
+        raise _damaged(
+            folder,
+            f"its data.mdb is {size} bytes but its last commit uses {needed} "
+            "(the file was truncated)",
+        )
+
+
+def _nobody_has_it_open(folder: str) -> bool:
+    """True if no process has the environment open: LMDB holds a lock on the first byte of
+    lock.mdb (exclusive while creating the environment, shared afterwards) in every process
+    that has it open."""
+    try:
+        fd = os.open(os.path.join(folder, "lock.mdb"), os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False  # can't tell: let LMDB decide
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases the probe's lock (POSIX record locks)
+    return True
+
+
+def _damaged(folder: str, why: str) -> CorruptError:
+    return CorruptError(
+        f"{folder!r} is a damaged LMDB environment: {why}. It was left untouched; restore "
+        "its data.mdb from a backup"
+    )
+
+
 def _key(key: str) -> bytes:
     return key.encode("utf-8") if key else _EMPTY_KEY
 
 
-def _unkey(raw: bytes) -> str:
-    return "" if raw == _EMPTY_KEY else raw.decode("utf-8")
+def _unkey(raw: bytes, path: str = "") -> str:
+    if raw == _EMPTY_KEY:
+        return ""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Every key persistdict writes is UTF-8 (or the empty-key byte): this one is damage
+        # or another program's data.
+        raise CorruptError(
+            f"{path!r} holds a key that is not UTF-8 text ({raw[:40]!r}: {exc}); the file "
+            "is damaged or was written by another program. Restore a backup"
+        ) from None
 
 
 class LmdbBackend(BackendBase):
@@ -175,6 +277,7 @@ class LmdbBackend(BackendBase):
                 if not self.read_only:
                     # Made here: py-lmdb would give the directory the files' mode, without x.
                     os.makedirs(self.path, exist_ok=True)
+                _check_data_file(self.path, os.path.join(self.path, "data.mdb"), self._flag)
                 try:
                     env = lmdb.open(
                         self.path,
@@ -264,7 +367,15 @@ class LmdbBackend(BackendBase):
             return ValueError(
                 f"{self.path!r}: a key is longer than LMDB's limit of 511 UTF-8 bytes ({exc})"
             )
-        if isinstance(exc, (lmdb.CorruptedError, lmdb.InvalidError, lmdb.VersionMismatchError)):
+        if isinstance(
+            exc,
+            (
+                lmdb.CorruptedError,
+                lmdb.InvalidError,
+                lmdb.VersionMismatchError,
+                lmdb.PageNotFoundError,
+            ),
+        ):
             return CorruptError(
                 f"{self.path!r} is not a usable LMDB environment ({exc}); it was left "
                 "untouched. Restore a backup or check the path"
@@ -469,7 +580,7 @@ class LmdbBackend(BackendBase):
         while True:
             rows = self._page(after, values=True)
             for k, v in rows:
-                yield _unkey(k), v
+                yield _unkey(k, self.path), v
             if len(rows) < _PAGE:
                 return
             after = rows[-1][0]
@@ -479,7 +590,7 @@ class LmdbBackend(BackendBase):
         while True:
             rows = self._page(after, values=False)
             for k, _ in rows:
-                yield _unkey(k)
+                yield _unkey(k, self.path)
             if len(rows) < _PAGE:
                 return
             after = rows[-1][0]

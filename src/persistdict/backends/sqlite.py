@@ -458,6 +458,8 @@ class SqliteBackend(BackendBase):
             )
         if "unable to open" in text:
             return OSError(errno.EIO, f"can't open {self.path!r}: {text}{note}", self.path)
+        if isinstance(exc, sqlite3.DataError):  # SQLITE_TOOBIG: nothing was written
+            return ValueError(self._too_big("a key or value of this update", text))
         if "disk is full" in text:
             return OSError(errno.ENOSPC, f"{self.path!r}: {text}; free some space{note}")
         if "disk I/O error" in text:
@@ -465,6 +467,13 @@ class SqliteBackend(BackendBase):
         if note:
             return Error(f"{self.path!r}: {text}{note}")
         return exc
+
+    def _too_big(self, what: str, text: str) -> str:
+        return (
+            f"can't store {what} in {self.path!r}: it is longer than SQLite's length limit "
+            f"(1,000,000,000 bytes in a default build: {text}); nothing was written. Keep "
+            "very large data in files and store their names"
+        )
 
     def _damaged(self, what: str) -> CorruptError:
         # The table's schema forbids this, so the file was damaged or edited by another program.
@@ -570,6 +579,8 @@ class SqliteBackend(BackendBase):
                 self._batch.clear()
             return cur
         except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.DataError) and params:  # SQLITE_TOOBIG: nothing written
+                raise ValueError(self._too_big(f"key {params[0][:60]!r}", str(exc))) from exc
             self._failed(cx, exc)
 
     def get(self, key: str) -> Any:

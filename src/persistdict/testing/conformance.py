@@ -292,6 +292,43 @@ class MappingConformance:
                 assert dict(d) == expected
                 assert d["k0"] == self.value(0)
 
+    def edge_items(self) -> dict[str, Any]:
+        """Keys and values at the edges of what storage engines and file formats hold."""
+        long_text = "x" * 200_000  # beyond the csv module's default field limit (131072)
+        items: dict[str, Any] = {
+            "long value": long_text,
+            "k" * 200_000: "a long key",
+            'quote"d': 'with "quotes", commas\r\nand CRLF',
+            "\ufeffbom": "\u2028line separator\u2029",
+            "\t tab \x0b\x0c": "\x1b[0m escape",
+            "big": "y" * 3_000_000,
+        }
+        if not self.str_values_only:
+            items["nested"] = {"k" * 150_000: ["z" * 150_000, 1e308, -0.0, 2**63, "\u0001"]}
+        if self.nul_in_text:
+            items["nul"] = {"text": "a\x00b"} if not self.str_values_only else "a\x00b"
+        return items
+
+    def test_nothing_is_written_that_cannot_be_read_back(self, tmp_path: Path) -> None:
+        # Each edge item is either refused at assignment (TypeError/ValueError naming the key,
+        # nothing changed) or read back equal after a reopen: never saved and then unreadable.
+        stored: dict[str, Any] = {}
+        with self.filled(tmp_path, 1) as d:
+            for key, value in self.edge_items().items():
+                try:
+                    d[key] = value
+                except (TypeError, ValueError) as exc:
+                    refusal = str(exc)
+                    assert key[:20] in refusal, refusal
+                    assert key not in d
+                else:
+                    assert d[key] == value
+                    stored[key] = value
+                d.flush()
+        if self.persistent:
+            with self.open_dict(tmp_path, flag="r") as d:
+                assert dict(d) == {"k0": self.value(0), **stored}
+
     # Persistence and flags.
 
     def test_values_survive_reopen(self, tmp_path: Path) -> None:
