@@ -119,7 +119,7 @@ def test_other_user_never_opens_a_temp_file_during_many_flushes(open_folder: Pat
     assert json.loads(path.read_text()) == {"token": "s3cret-199"}
 
 
-@pytest.mark.parametrize("mode", [0o600, 0o640, 0o400])
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o400], ids=oct)
 def test_temp_file_is_closed_to_others_from_its_first_instant(
     open_folder: Path, monkeypatch: pytest.MonkeyPatch, mode: int
 ) -> None:

@@ -18,10 +18,14 @@ from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
 from persistdict.errors import ClosedError, CorruptError
+from persistdict.fileio import resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
 __all__ = ["DbmBackend"]
 
+# The names the stdlib dbm modules give their files besides the path itself (ndbm: .db or
+# .dir/.pag; dumb: .dat/.dir/.bak).
+_SUFFIXES = (".db", ".dir", ".pag", ".dat", ".bak")
 # dbm handles a forked child inherited: closing one there could write the parent's index.
 _inherited: list[Any] = []
 
@@ -46,6 +50,8 @@ class DbmBackend(BackendBase):
     ) -> None:
         self.path = os.fspath(path)
         self.read_only = flag == "r"
+        for name in (self.path, *(self.path + suffix for suffix in _SUFFIXES)):
+            resolve_data_path(name)  # refuses a symlink another user planted in /tmp & co.
         kind = dbm.whichdb(self.path)
         if kind is None and flag in ("r", "w"):
             raise FileNotFoundError(

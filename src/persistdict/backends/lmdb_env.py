@@ -46,6 +46,7 @@ from persistdict.backends.base import (
     import_driver,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError
+from persistdict.fileio import resolve_data_path
 from persistdict.urls import parse_bool, split_scheme, url_options, url_path
 
 __all__ = ["LmdbBackend"]
@@ -136,6 +137,9 @@ class LmdbBackend(BackendBase):
         else:
             options = {k: v for k, v in given.items() if v is not None}
         self.path = os.path.abspath(text)
+        for name in ("", "data.mdb", "lock.mdb"):
+            # LMDB follows links; refuse one another user planted in a shared sticky folder.
+            resolve_data_path(os.path.join(self.path, name))
         self.read_only = flag == "r"
         self._flag = flag
         self._mode = 0o666 if mode is None else mode

@@ -22,6 +22,7 @@ from persistdict.backends.base import BackendBase, fork_generation
 from persistdict.errors import CorruptError
 from persistdict.fileio import (
     atomic_write,
+    check_side_file,
     previous_path,
     read_previous,
     remove_stale_temps,
@@ -92,6 +93,7 @@ class SnapshotBackend(BackendBase):
                 # file meanwhile, and an empty file written over it would lose all it saved.
                 exists = os.path.exists(self.path)
                 remove_stale_temps(self.path)
+                check_side_file(previous_path(self.path))
             if flag == "n" or not exists:
                 # flag="n" may replace a damaged file: don't make it the previous generation.
                 self._write(self.encode({}), keep_previous=False)

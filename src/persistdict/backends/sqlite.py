@@ -39,6 +39,7 @@ from persistdict.backends.base import (
     fork_generation,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
+from persistdict.fileio import resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 
 __all__ = ["SqliteBackend"]
@@ -46,6 +47,7 @@ __all__ = ["SqliteBackend"]
 _T = TypeVar("_T")
 _PAGE = 1000
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # What SQLite (and Python's sqlite3) say about a file that is not a sound database.
 _DAMAGED = (
     "not a database",
@@ -236,21 +238,25 @@ class SqliteBackend(BackendBase):
     # Connection management.
 
     def _connect(self, *, initial: bool = False) -> sqlite3.Connection:
-        exists = os.path.exists(self.path)
+        # The real path, refusing a symlink another user planted in a shared sticky folder;
+        # SQLite is given it, so its -wal and -shm sit beside the database itself.
+        real = os.fspath(resolve_data_path(self.path))
+        exists = os.path.exists(real)
         if not exists and self.flag in ("r", "w"):
             raise FileNotFoundError(
                 errno.ENOENT,
                 f"no such file: {self.path!r}; open it with flag='c' to create it",
                 self.path,
             )
-        if not exists and self._mode is not None:
-            # sqlite3 creates files as 0644; create it ourselves to honour mode (an empty file
-            # is a valid empty database).
+        if not exists:
+            # SQLite would create it 0o644 less the umask, whatever mode= says: create it here
+            # (an empty file is a valid empty database). Its -wal and -shm copy its mode.
+            mode = 0o666 if self._mode is None else self._mode
             with contextlib.suppress(FileExistsError):
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode))
+                os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode))
         try:
             if self.read_only:
-                uri = "file:" + os.path.abspath(self.path).replace("?", "%3f").replace("#", "%23")
+                uri = "file:" + real.replace("?", "%3f").replace("#", "%23")
                 cx = sqlite3.connect(
                     uri + "?mode=ro",
                     uri=True,
@@ -260,7 +266,7 @@ class SqliteBackend(BackendBase):
                 )
             else:
                 cx = sqlite3.connect(
-                    self.path, timeout=self.timeout, check_same_thread=False, isolation_level=None
+                    real, timeout=self.timeout, check_same_thread=False, isolation_level=None
                 )
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
