@@ -204,3 +204,45 @@ def test_convert_scratch_copy_is_closed_to_others_while_it_is_built(
     assert observed, "the scratch folder was not seen while the copy was built"
     assert [name for name, opened in observed if opened] == []
     assert stat.S_IMODE(dst.stat().st_mode) == 0o600
+
+
+def _modes(db: Path) -> dict[str, int]:
+    names = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in names if p.exists()}
+
+
+@pytest.mark.parametrize(
+    ("umask", "mode", "expected"),
+    [(0o022, 0o600, 0o600), (0o002, None, 0o664), (0o000, None, 0o666), (0o027, 0o666, 0o640)],
+    ids=["mode-0600", "umask-002", "umask-000", "umask-027"],
+)
+def test_new_sqlite_database_honours_mode_and_umask_and_its_wal_follows(
+    open_folder: Path, umask: int, mode: int | None, expected: int
+) -> None:
+    """SQLite alone creates 0o644 less the umask whatever mode= says; -wal and -shm copy the
+    database's mode."""
+    db = open_folder / "secret.db"
+    old = os.umask(umask)
+    try:
+        d = persistdict.open(db, mode=mode)
+    finally:
+        os.umask(old)
+    try:
+        d["token"] = "s3cret"
+        modes = _modes(db)
+        assert set(modes) == {"secret.db", "secret.db-wal", "secret.db-shm"}
+        assert modes == dict.fromkeys(modes, expected)
+    finally:
+        d.close()
+
+
+def test_sqlite_wal_of_a_0600_database_is_closed_to_others(open_folder: Path) -> None:
+    db = open_folder / "secret.db"
+    with persistdict.open(db) as d:
+        d["token"] = "s3cret"
+    db.chmod(0o600)
+    with persistdict.open(db) as d:
+        d["token"] = "s3cret-2"
+        assert _modes(db) == {"secret.db": 0o600, "secret.db-wal": 0o600, "secret.db-shm": 0o600}
+        for name in ("secret.db", "secret.db-wal", "secret.db-shm"):
+            assert not _other_can_open(open_folder / name), name
