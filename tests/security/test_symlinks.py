@@ -312,3 +312,25 @@ def test_lock_file_is_a_plain_file_beside_the_target(tmp_path: Path) -> None:
         d["a"] = 1
     lock = tmp_path / ".data.json.persistdict-lock"
     assert stat.S_ISREG(lock.lstat().st_mode)
+
+
+@pytest.mark.parametrize("existing", ["replace", "merge"])
+def test_convert_into_a_symlinked_file_writes_through_and_keeps_the_link(
+    tmp_path: Path, existing: str
+) -> None:
+    from persistdict.migrate import copy
+
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    real = real_dir / "data.json"
+    real.write_text('{"old": 1}')
+    real.chmod(0o640)
+    link = tmp_path / "data.json"
+    link.symlink_to(real)
+    source = tmp_path / "source.json"
+    source.write_text('{"k": "v"}')
+    copy(str(source), str(link), existing=existing)
+    assert link.is_symlink()
+    expected = {"k": "v"} if existing == "replace" else {"old": 1, "k": "v"}
+    assert json.loads(real.read_text()) == expected
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640

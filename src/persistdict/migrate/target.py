@@ -27,7 +27,7 @@ from typing import Any
 import persistdict
 from persistdict.backends import backend_class
 from persistdict.detect import detect_backend
-from persistdict.fileio import fsync_directory, fsync_file
+from persistdict.fileio import fsync_directory, fsync_file, resolve_data_path
 from persistdict.locking import FileLock
 from persistdict.mapping import PersistDict
 from persistdict.migrate.sqlite_sources import connect_read_only
@@ -137,14 +137,16 @@ def _new_snapshot(
     # failure (in the backend's own layout), and the promise is: a failure changes no byte.
     lock = FileLock(path, options.get("timeout", 10.0))
     lock.acquire()
+    # A symlinked file is written through to the file it points at, as every rewrite is.
+    real = os.fspath(resolve_data_path(path))
     try:
         with persistdict.open(path, "r", backend=backend, **options) as current:
             if existing == "refuse" and len(current):
                 raise _exists_error(_label(current), len(current))
             keep = {} if existing == "replace" else dict(current.items())
-        with _new_file(path, backend, "items", options, replacing=True) as (d, label):
+        with _new_file(real, backend, "items", options, replacing=True) as (d, label):
             d.update(keep)
-            yield d, label
+            yield d, label.replace(repr(real), repr(path))
     finally:
         lock.release()
 
