@@ -203,6 +203,18 @@ def test_planted_dangling_link_in_a_sticky_folder_creates_nothing(
 
 
 @needs_root
+def test_planted_link_without_extension_is_refused_before_sniffing(
+    sticky_folder: Path, open_folder: Path
+) -> None:
+    victim, before = _victim(open_folder)
+    data = plant_symlink(sticky_folder / "data", victim)
+    with pytest.raises(PermissionError, match="sticky") as info:
+        persistdict.open(data)
+    assert repr(str(data)) in str(info.value)
+    _unchanged(victim, before)
+
+
+@needs_root
 def test_planted_folder_link_on_the_way_is_refused(sticky_folder: Path, open_folder: Path) -> None:
     victim, before = _victim(open_folder)
     (open_folder / "data.json").write_bytes(SECRET)
