@@ -97,6 +97,21 @@ def test_fifo_at_the_lock_file_is_refused_without_hanging(tmp_path: Path) -> Non
         persistdict.open(tmp_path / "data.json")
 
 
+@pytest.mark.parametrize("side", ["-wal", "-shm", "-journal"])
+def test_symlink_at_a_sqlite_side_file_is_refused_by_name(tmp_path: Path, side: str) -> None:
+    victim, before = _victim(tmp_path)
+    data = tmp_path / "data.db"
+    with persistdict.open(data) as d:
+        d["a"] = "1"
+    link = Path(f"{data}{side}")
+    link.symlink_to(victim)
+    for flag in ("c", "r"):
+        with pytest.raises(PermissionError, match="symlink") as info:
+            persistdict.open(data, flag)
+        assert repr(str(link)) in str(info.value)
+    _unchanged(victim, before)
+
+
 def test_symlink_at_the_previous_generation_is_refused_on_write(tmp_path: Path) -> None:
     victim, before = _victim(tmp_path)
     data = tmp_path / "data.json"

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, ClassVar, NoReturn, TypeVar
 
 from persistdict.backends.base import (
@@ -39,7 +40,7 @@ from persistdict.backends.base import (
     fork_generation,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
-from persistdict.fileio import resolve_data_path
+from persistdict.fileio import check_side_file, resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 
 __all__ = ["SqliteBackend"]
@@ -241,6 +242,10 @@ class SqliteBackend(BackendBase):
         # The real path, refusing a symlink another user planted in a shared sticky folder;
         # SQLite is given it, so its -wal and -shm sit beside the database itself.
         real = os.fspath(resolve_data_path(self.path))
+        for side in ("-wal", "-shm", "-journal"):
+            # SQLite opens these with O_NOFOLLOW too, but then says only "unable to open
+            # database file"; name the link instead.
+            check_side_file(Path(real + side))
         exists = os.path.exists(real)
         if not exists and self.flag in ("r", "w"):
             raise FileNotFoundError(
