@@ -69,23 +69,28 @@ def _other_can_open(path: Path, flags: str = "r") -> bool:
     return run_as_other(code, str(path), flags).returncode == 0
 
 
-# Rewrites an existing 0600 file many times, opened without mode= (so only the file's own
-# mode says who may read it). It runs at SCHED_IDLE on the watcher's CPU: the watcher, woken
-# by inotify, then runs before the writer's next instruction, as it would on a busy machine.
+# Rewrites an existing 0600 file, opened without mode= (so only the file's own mode says who
+# may read it), up to N times or for 8 s; prints how many flushes it made. It runs at nice 19
+# on the watcher's CPU: the watcher, woken by inotify, then runs before the writer's next
+# instruction, as it would on a busy machine.
 _WRITER = r"""
-import os, sys, persistdict
+import os, sys, time, persistdict
 os.sched_setaffinity(0, {int(sys.argv[2])})
-os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+os.nice(19)
+deadline = time.monotonic() + 8
 with persistdict.open(sys.argv[1]) as d:
-    for i in range(int(sys.argv[3])):
+    i = 0
+    while i < int(sys.argv[3]) and time.monotonic() < deadline:
         d["token"] = f"s3cret-{i}"
         d.flush()
+        i += 1
+print(i)
 """
 
 
 def test_other_user_never_opens_a_temp_file_during_many_flushes(open_folder: Path) -> None:
     """Another uid watches the folder with inotify and opens each temp file as it appears,
-    while a 0600 file is flushed 200 times. On 0.1 it opened every one of them."""
+    while a 0600 file is flushed up to 200 times. On 0.1 it opened 177 to 200 of 200."""
     path = open_folder / "secret.json"
     path.write_text("{}")
     path.chmod(0o600)
@@ -102,11 +107,15 @@ def test_other_user_never_opens_a_temp_file_during_many_flushes(open_folder: Pat
     try:
         assert watcher.stdout is not None
         assert watcher.stdout.readline().strip() == "ready"
-        subprocess.run(
-            [sys.executable, "-c", _WRITER, str(path), cpu, "200"],
-            env=subprocess_env(),
-            check=True,
-            timeout=120,
+        flushes = int(
+            subprocess.run(
+                [sys.executable, "-c", _WRITER, str(path), cpu, "200"],
+                env=subprocess_env(),
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout
         )
         (open_folder / "stop").touch()
         out, err = watcher.communicate(timeout=30)
@@ -114,9 +123,10 @@ def test_other_user_never_opens_a_temp_file_during_many_flushes(open_folder: Pat
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait()
-    assert out.strip() == "0", f"the other user opened {out.strip()} of 200 temp files {err}"
+    assert flushes >= 20
+    assert out.strip() == "0", f"the other user opened {out.strip()} of {flushes} temp files {err}"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert json.loads(path.read_text()) == {"token": "s3cret-199"}
+    assert json.loads(path.read_text()) == {"token": f"s3cret-{flushes - 1}"}
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o640, 0o400], ids=oct)
