@@ -240,6 +240,14 @@ def test_every_test_linked_from_guarantees_exists() -> None:
     assert missing == [], f"guarantees.md links to tests that don't exist: {missing}"
 
 
+def test_every_test_linked_from_security_exists() -> None:
+    links = linked_tests("security.md")
+    assert len(links) > 30, "the page should link its promises to tests"
+    files = {link.split("::", 1)[0] for link in links}
+    missing = sorted(links - collected(files))
+    assert missing == [], f"security.md links to tests that don't exist: {missing}"
+
+
 def test_guarantees_page_covers_every_builtin_backend() -> None:
     text = (DOCS / "guarantees.md").read_text(encoding="utf-8")
     durability, concurrency = text.split("## Durability", 1)[1].split("## Concurrency", 1)
