@@ -384,15 +384,24 @@ def atomic_write(
 def _copy_owner_and_mode(fd: int, tmp: Path, old: os.stat_result) -> None:
     # Owner and group first, mode second: widening before the chown would let the group of
     # whoever runs this (root rewriting a user's file) read the new bytes for a moment.
-    new = os.fstat(fd)
-    if hasattr(os, "fchown") and (old.st_uid, old.st_gid) != (new.st_uid, new.st_gid):
-        # Only root (or a member of the group) may do this; otherwise the file keeps ours.
-        with contextlib.suppress(OSError):
-            os.fchown(fd, old.st_uid, old.st_gid)
+    mode = stat.S_IMODE(old.st_mode)
+    if hasattr(os, "fchown"):
+        new = os.fstat(fd)
+        if (old.st_uid, old.st_gid) != (new.st_uid, new.st_gid):
+            try:  # only root may give a file away
+                os.fchown(fd, old.st_uid, old.st_gid)
+            except OSError:  # a member of the file's group may still keep the group
+                with contextlib.suppress(OSError):
+                    os.fchown(fd, -1, old.st_gid)
+            new = os.fstat(fd)
+        if new.st_gid != old.st_gid:
+            # The group bits were meant for the old group; members of the new one were
+            # "others" to the old file, so they get what others got, no more.
+            mode = mode & ~stat.S_IRWXG | (mode & stat.S_IRWXO) << 3
     if hasattr(os, "fchmod"):
-        os.fchmod(fd, stat.S_IMODE(old.st_mode))
+        os.fchmod(fd, mode)
     else:  # pragma: no cover - Windows
-        os.chmod(tmp, stat.S_IMODE(old.st_mode))
+        os.chmod(tmp, mode)
 
 
 def restore_previous(path: str | os.PathLike[str]) -> Path:

@@ -256,3 +256,41 @@ def test_sqlite_wal_of_a_0600_database_is_closed_to_others(open_folder: Path) ->
         assert _modes(db) == {"secret.db": 0o600, "secret.db-wal": 0o600, "secret.db-shm": 0o600}
         for name in ("secret.db", "secret.db-wal", "secret.db-shm"):
             assert not _other_can_open(open_folder / name), name
+
+
+_REWRITE_AS_OTHER = r"""
+import sys
+sys.path.insert(0, sys.argv[2])
+import persistdict
+with persistdict.open(sys.argv[1]) as d:
+    d["token"] = "rewritten by another user"
+"""
+
+
+@pytest.mark.parametrize("member", [True, False], ids=["member-of-group", "not-member"])
+def test_rewrite_by_another_user_keeps_the_group_or_drops_its_bits(
+    open_folder: Path, member: bool
+) -> None:
+    """A user who may replace a group-shared file (they can write to its folder) but can't
+    give the new version its owner keeps its group when they belong to it; otherwise their
+    own group gets only what others had, not the bits that were meant for the old group."""
+    open_folder.chmod(0o777)
+    path = open_folder / "shared.json"
+    path.write_text("{}")
+    os.chown(path, 4321, 4322)
+    path.chmod(0o660 if member else 0o664)  # a non-member reads it as one of "others"
+    src = str(Path(persistdict.__file__).resolve().parents[1])
+    groups = ["--groups=4322"] if member else ["--clear-groups"]
+    command = ["setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}", *groups]
+    subprocess.run(
+        [*command, sys.executable, "-I", "-c", _REWRITE_AS_OTHER, str(path), src],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    st = path.stat()
+    assert json.loads(path.read_text()) == {"token": "rewritten by another user"}
+    if member:
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (OTHER_UID, 4322, 0o660)
+    else:
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (OTHER_UID, OTHER_UID, 0o644)
