@@ -47,6 +47,7 @@ __all__ = [
     "check_side_file",
     "fsync_directory",
     "fsync_file",
+    "give_owner_and_mode",
     "open_side_file",
     "previous_path",
     "read_previous",
@@ -379,6 +380,17 @@ def atomic_write(
             os.unlink(tmp)
         raise
     fsync_directory(folder)
+
+
+def give_owner_and_mode(path: str | os.PathLike[str], old: os.stat_result) -> None:
+    """Give the file at ``path`` (a new version, not yet in place) the owner, group and mode
+    of ``old``, the status of the file it is about to replace, as :func:`atomic_write` does.
+    """
+    fd = open_side_file(Path(path), os.O_RDONLY)
+    try:
+        _copy_owner_and_mode(fd, Path(path), old)
+    finally:
+        os.close(fd)
 
 
 def _copy_owner_and_mode(fd: int, tmp: Path, old: os.stat_result) -> None:

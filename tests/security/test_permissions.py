@@ -294,3 +294,21 @@ def test_rewrite_by_another_user_keeps_the_group_or_drops_its_bits(
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (OTHER_UID, 4322, 0o660)
     else:
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (OTHER_UID, OTHER_UID, 0o644)
+
+
+@pytest.mark.parametrize("name", ["shared.json", "shared.db"])
+def test_convert_replacing_a_file_keeps_its_owner_group_and_mode(
+    open_folder: Path, name: str
+) -> None:
+    path = open_folder / name
+    with persistdict.open(path) as d:
+        d["old"] = "1"
+    os.chown(path, 4321, 4322)
+    path.chmod(0o640)
+    source = open_folder / "source.json"
+    source.write_text('{"new": "2"}')
+    convert(str(source), str(path), existing="replace")
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4321, 4322, 0o640)
+    with persistdict.open(path, "r") as d:
+        assert dict(d) == {"new": "2"}

@@ -18,7 +18,6 @@ import dbm
 import os
 import shutil
 import sqlite3
-import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +26,12 @@ from typing import Any
 import persistdict
 from persistdict.backends import backend_class
 from persistdict.detect import detect_backend
-from persistdict.fileio import fsync_directory, fsync_file, resolve_data_path
+from persistdict.fileio import (
+    fsync_directory,
+    fsync_file,
+    give_owner_and_mode,
+    resolve_data_path,
+)
 from persistdict.locking import FileLock
 from persistdict.mapping import PersistDict
 from persistdict.migrate.sqlite_sources import connect_read_only
@@ -173,8 +177,8 @@ def _new_file(
         finally:
             d.close()
         if replacing:
-            # Keep the permission bits of the file being replaced, as every rewrite does.
-            os.chmod(os.path.join(scratch, name), stat.S_IMODE(os.stat(path).st_mode))
+            # Keep the owner, group and mode of the file being replaced, as every rewrite does.
+            give_owner_and_mode(os.path.join(scratch, name), os.stat(path))
         _move_into_place(scratch, folder, name, replacing=replacing)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
