@@ -22,8 +22,6 @@ from tests.conftest import subprocess_env
 
 from .conftest import OTHER_UID, needs_root, run_as_other
 
-pytestmark = needs_root
-
 # Watches the folder with inotify and opens every temp file the moment it is created: the
 # fastest a local attacker can be. Prints how many it could open for reading; stops when a
 # file named "stop" appears (or after 60 s).
@@ -88,6 +86,7 @@ print(i)
 """
 
 
+@needs_root
 def test_other_user_never_opens_a_temp_file_during_many_flushes(open_folder: Path) -> None:
     """Another uid watches the folder with inotify and opens each temp file as it appears,
     while a 0600 file is flushed up to 200 times. On 0.1 it opened 177 to 200 of 200."""
@@ -129,6 +128,7 @@ def test_other_user_never_opens_a_temp_file_during_many_flushes(open_folder: Pat
     assert json.loads(path.read_text()) == {"token": f"s3cret-{flushes - 1}"}
 
 
+@needs_root
 @pytest.mark.parametrize("mode", [0o600, 0o640, 0o400], ids=oct)
 def test_temp_file_is_closed_to_others_from_its_first_instant(
     open_folder: Path, monkeypatch: pytest.MonkeyPatch, mode: int
@@ -159,6 +159,7 @@ def test_temp_file_is_closed_to_others_from_its_first_instant(
     assert path.read_bytes() == b'{"token": "s3cret"}'
 
 
+@needs_root
 def test_rewrite_by_root_of_another_users_file_keeps_owner_group_and_mode(
     open_folder: Path,
 ) -> None:
@@ -174,6 +175,7 @@ def test_rewrite_by_root_of_another_users_file_keeps_owner_group_and_mode(
     assert (prev.st_uid, prev.st_gid, stat.S_IMODE(prev.st_mode)) == (4321, 4322, 0o640)
 
 
+@needs_root
 def test_previous_generation_is_no_wider_than_the_file(open_folder: Path) -> None:
     path = open_folder / "secret.json"
     with persistdict.open(path, mode=0o600) as d:
@@ -187,6 +189,7 @@ def test_previous_generation_is_no_wider_than_the_file(open_folder: Path) -> Non
     assert not _other_can_open(path)
 
 
+@needs_root
 @pytest.mark.parametrize("dst_name", ["copy.json", "copy.db"])
 def test_convert_scratch_copy_is_closed_to_others_while_it_is_built(
     open_folder: Path, monkeypatch: pytest.MonkeyPatch, dst_name: str
@@ -246,6 +249,7 @@ def test_new_sqlite_database_honours_mode_and_umask_and_its_wal_follows(
         d.close()
 
 
+@needs_root
 def test_sqlite_wal_of_a_0600_database_is_closed_to_others(open_folder: Path) -> None:
     db = open_folder / "secret.db"
     with persistdict.open(db) as d:
@@ -267,6 +271,7 @@ with persistdict.open(sys.argv[1]) as d:
 """
 
 
+@needs_root
 @pytest.mark.parametrize("member", [True, False], ids=["member-of-group", "not-member"])
 def test_rewrite_by_another_user_keeps_the_group_or_drops_its_bits(
     open_folder: Path, member: bool
@@ -296,6 +301,7 @@ def test_rewrite_by_another_user_keeps_the_group_or_drops_its_bits(
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (OTHER_UID, OTHER_UID, 0o644)
 
 
+@needs_root
 @pytest.mark.parametrize("name", ["shared.json", "shared.db"])
 def test_convert_replacing_a_file_keeps_its_owner_group_and_mode(
     open_folder: Path, name: str
@@ -312,3 +318,20 @@ def test_convert_replacing_a_file_keeps_its_owner_group_and_mode(
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4321, 4322, 0o640)
     with persistdict.open(path, "r") as d:
         assert dict(d) == {"new": "2"}
+
+
+def test_reopened_dbm_keeps_its_mode(tmp_path: Path) -> None:
+    """dbm.dumb rewrites its index (the keys) with the mode it is opened with: reopening a
+    0600 database without mode= made the index 0644 on 0.1."""
+    path = tmp_path / "secret.dbm"
+    with persistdict.open(path, backend="dbm", mode=0o600) as d:
+        d["token"] = "s3cret"
+    with persistdict.open(path, backend="dbm") as d:
+        d["token2"] = "s3cret"
+    modes = {
+        p.name: stat.S_IMODE(p.stat().st_mode)
+        for p in tmp_path.iterdir()
+        if p.name.startswith("secret.dbm")
+    }
+    assert modes
+    assert modes == dict.fromkeys(modes, 0o600)

@@ -13,6 +13,7 @@ import contextlib
 import dbm
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -33,6 +34,22 @@ _inherited: list[Any] = []
 def _key_bytes(key: str) -> bytes:
     # surrogatepass: a str key with a lone surrogate is still a valid dict key.
     return key.encode("utf-8", "surrogatepass")
+
+
+def _mode_for(path: str, kind: str | None, mode: int | None) -> int:
+    """The mode to hand ``dbm.open``: ``mode`` (default ``0o666``) for a new database, the
+    existing one's for a database that exists.
+
+    dbm.dumb gives its rewritten index files the mode it was opened with: reopened with the
+    default, a 0600 database's index (the keys) became 0644 less the umask.
+    """
+    if kind:
+        for name in (path, *(path + suffix for suffix in _SUFFIXES)):
+            with contextlib.suppress(OSError):
+                st = os.stat(name)
+                if stat.S_ISREG(st.st_mode):
+                    return stat.S_IMODE(st.st_mode)
+    return 0o666 if mode is None else mode
 
 
 class DbmBackend(BackendBase):
@@ -70,7 +87,7 @@ class DbmBackend(BackendBase):
             self._lock.acquire()
         try:
             opener: Any = dbm.open  # typeshed wants a literal flag; ours is checked by open()
-            self._db: Any = opener(self.path, flag, 0o666 if mode is None else mode)
+            self._db: Any = opener(self.path, flag, _mode_for(self.path, kind, mode))
         except dbm.error[0] as exc:
             self._release()
             raise CorruptError(f"can't open the dbm database {self.path!r}: {exc}") from exc
