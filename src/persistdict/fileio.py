@@ -505,7 +505,9 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     for name in names:
         if pattern.match(name):
             stale = target.parent / name
-            with contextlib.suppress(FileNotFoundError):
+            # PermissionError: another user's file in a sticky folder (a planted name, or
+            # the temp file of root rewriting this file); not ours to remove, and harmless.
+            with contextlib.suppress(FileNotFoundError, PermissionError):
                 stale.unlink()
                 removed.append(stale)
     return removed

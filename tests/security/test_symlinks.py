@@ -15,7 +15,7 @@ import pytest
 import persistdict
 from persistdict import fileio
 
-from .conftest import OTHER_UID, needs_root, plant_symlink
+from .conftest import OTHER_UID, needs_root, plant_symlink, run_as_other
 
 SECRET = b"victim's own data: never to be truncated or overwritten\n"
 # Every backend that opens a local file or folder; the name picks the backend.
@@ -260,6 +260,23 @@ def test_planted_link_is_refused_through_the_cli_and_convert(
     with pytest.raises(PermissionError, match="sticky"):
         copy(str(source), str(data), existing="replace")
     _unchanged(victim, before)
+
+
+@needs_root
+def test_another_users_file_with_a_temp_name_does_not_block_opening(sticky_folder: Path) -> None:
+    """Opening for writing removes temp files a crash left; one planted by another user in a
+    sticky folder can't be removed and must not make the open fail."""
+    planted = sticky_folder / ".data.json.persistdict-0123456789abcdef.tmp"
+    planted.write_text("planted")
+    src = str(Path(persistdict.__file__).resolve().parents[1])
+    code = (
+        "import sys\nsys.path.insert(0, sys.argv[2])\nimport persistdict\n"
+        "with persistdict.open(sys.argv[1]) as d:\n    d['a'] = 1\n"
+    )
+    result = run_as_other(code, str(sticky_folder / "data.json"), src)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((sticky_folder / "data.json").read_text()) == {"a": 1}
+    assert planted.read_text() == "planted"
 
 
 @needs_root
