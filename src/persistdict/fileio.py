@@ -147,7 +147,7 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _MAX_LINKS = 40
 
 
-def resolve_data_path(path: str | os.PathLike[str]) -> Path:
+def resolve_data_path(path: str | os.PathLike[str], *, create: bool = False) -> Path:
     """Where ``path`` really is, following symlinks as the OS would, except a planted one.
 
     Writing through a symlink must replace the file it points at, not the link itself, so
@@ -158,8 +158,13 @@ def resolve_data_path(path: str | os.PathLike[str]) -> Path:
     one in a sticky world-writable folder that belongs neither to us nor to the folder's
     owner is refused.
 
+    With ``create`` (flags ``c`` and ``n``, which create a missing file), an existing file
+    of such an owner in such a folder is refused too, as Linux's ``fs.protected_regular``
+    refuses an ``O_CREAT`` open of it: another user may have made it in advance, readable
+    by them, to receive what this program writes.
+
     Raises:
-        PermissionError: such a planted link; the message names it and its owner.
+        PermissionError: such a planted link or file; the message names it and its owner.
         OSError: ``ELOOP``, more than 40 links in a row.
     """
     text = os.fspath(path)
@@ -195,14 +200,41 @@ def resolve_data_path(path: str | os.PathLike[str]) -> Path:
                     todo.extend(reversed(target.split("/")))
                     continue
         resolved = candidate
+    if create and not missing:
+        _refuse_planted_file(resolved, text)
     return Path(resolved)
+
+
+def _shared_folder_stranger(folder: str, owner: int) -> bool:
+    """Whether ``folder`` is sticky and world-writable and ``owner`` is neither us nor its
+    owner: the kernel's test for a name someone else may have planted there."""
+    shared = os.stat(folder)
+    sticky_and_open = shared.st_mode & stat.S_ISVTX and shared.st_mode & stat.S_IWOTH
+    return bool(sticky_and_open) and owner not in (os.geteuid(), shared.st_uid)
+
+
+def _refuse_planted_file(resolved: str, given: str) -> None:
+    try:
+        st = os.lstat(resolved)
+    except OSError:
+        return
+    folder = os.path.dirname(resolved)
+    if not _shared_folder_stranger(folder, st.st_uid):
+        return
+    raise PermissionError(
+        errno.EPERM,
+        f"refusing to open {given!r} with a flag that creates it: {resolved!r} exists already "
+        f"and belongs to uid {st.st_uid}, in {folder!r}, a folder anyone can write to (sticky, "
+        "like /tmp), so another user may have made it to read what this program writes. "
+        "Remove it, use a folder only you can write to, or, if you trust that file, open it "
+        "with flag='w' or 'r'",
+        resolved,
+    )
 
 
 def _refuse_planted_link(link: str, st: os.stat_result, given: str) -> None:
     folder = os.path.dirname(link)
-    shared = os.stat(folder)
-    sticky_and_open = shared.st_mode & stat.S_ISVTX and shared.st_mode & stat.S_IWOTH
-    if not sticky_and_open or st.st_uid in (os.geteuid(), shared.st_uid):
+    if not _shared_folder_stranger(folder, st.st_uid):
         return
     via = "" if link == os.path.join(os.getcwd(), given) else f" (on the way to {given!r})"
     raise PermissionError(

@@ -263,6 +263,61 @@ def test_planted_link_is_refused_through_the_cli_and_convert(
 
 
 @needs_root
+@pytest.mark.parametrize("backend", list(FILE_NAMES))
+def test_file_planted_in_a_sticky_folder_is_refused_by_flags_that_create(
+    sticky_folder: Path, backend: str
+) -> None:
+    """Another user made the data file in advance, readable by them: flags c and n refuse it
+    (Linux's protected_regular rule) rather than write into it; w and r open it, as asked."""
+    data = sticky_folder / FILE_NAMES[backend]
+    with _open(data, backend, "c") as d:
+        d["planted"] = "by them"
+    for path in sticky_folder.rglob("*"):  # everything the backend made is now theirs
+        os.lchown(path, OTHER_UID, OTHER_UID)
+    before = {p: p.read_bytes() for p in sticky_folder.rglob("*") if p.is_file()}
+    for flag in ("c", "n"):
+        with pytest.raises(PermissionError, match="exists already") as info:
+            _open(data, backend, flag)
+        assert f"uid {OTHER_UID}" in str(info.value)
+    assert {p: p.read_bytes() for p in sticky_folder.rglob("*") if p.is_file()} == before
+    with _open(data, backend, "r") as d:
+        assert dict(d) == {"planted": "by them"}
+
+
+@needs_root
+@pytest.mark.parametrize("name", ["data.json", "data.db"])
+def test_convert_into_an_empty_file_planted_in_a_sticky_folder_is_refused(
+    sticky_folder: Path, open_folder: Path, name: str
+) -> None:
+    """An empty planted file passes convert's "destination holds keys" check; the copy
+    would then have been given to the planter (a rewrite keeps the file's owner)."""
+    from persistdict.migrate import copy
+
+    data = sticky_folder / name
+    persistdict.open(data).close()
+    for path in sticky_folder.rglob("*"):
+        os.lchown(path, OTHER_UID, OTHER_UID)
+    source = open_folder / "source.json"
+    source.write_text('{"token": "s3cret"}')
+    with pytest.raises(PermissionError, match="exists already"):
+        copy(str(source), str(data))
+    with persistdict.open(data, "r") as d:
+        assert dict(d) == {}
+    assert data.stat().st_uid == OTHER_UID
+
+
+@needs_root
+def test_file_of_the_folder_owner_in_a_sticky_folder_is_opened(
+    others_sticky_folder: Path,
+) -> None:
+    data = others_sticky_folder / "data.json"
+    data.write_text('{"a": 1}')
+    os.chown(data, OTHER_UID, OTHER_UID)
+    with persistdict.open(data) as d:
+        assert dict(d) == {"a": 1}
+
+
+@needs_root
 def test_another_users_file_with_a_temp_name_does_not_block_opening(sticky_folder: Path) -> None:
     """Opening for writing removes temp files a crash left; one planted by another user in a
     sticky folder can't be removed and must not make the open fail."""

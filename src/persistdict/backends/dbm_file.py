@@ -68,7 +68,8 @@ class DbmBackend(BackendBase):
         self.path = os.fspath(path)
         self.read_only = flag == "r"
         for name in (self.path, *(self.path + suffix for suffix in _SUFFIXES)):
-            resolve_data_path(name)  # refuses a symlink another user planted in /tmp & co.
+            # Refuses a symlink (or, to create, a file) another user planted in /tmp & co.
+            resolve_data_path(name, create=flag in ("c", "n"))
         kind = dbm.whichdb(self.path)
         if kind is None and flag in ("r", "w"):
             raise FileNotFoundError(

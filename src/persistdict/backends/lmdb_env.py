@@ -137,9 +137,11 @@ class LmdbBackend(BackendBase):
         else:
             options = {k: v for k, v in given.items() if v is not None}
         self.path = os.path.abspath(text)
-        for name in ("", "data.mdb", "lock.mdb"):
-            # LMDB follows links; refuse one another user planted in a shared sticky folder.
-            resolve_data_path(os.path.join(self.path, name))
+        inside = (os.path.join(self.path, name) for name in ("data.mdb", "lock.mdb"))
+        for name in (self.path, *inside):
+            # LMDB follows links: refuse one (or, to create, a folder or file) another user
+            # planted in a shared sticky folder.
+            resolve_data_path(name, create=flag in ("c", "n"))
         self.read_only = flag == "r"
         self._flag = flag
         self._mode = 0o666 if mode is None else mode

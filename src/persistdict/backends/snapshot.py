@@ -76,7 +76,7 @@ class SnapshotBackend(BackendBase):
         self._saved: list[dict[str, Any]] = []
         # A symlink another user planted in a shared folder is refused before anything is
         # read or written, readers included (it could point at a file of theirs or yours).
-        resolve_data_path(self.path)
+        resolve_data_path(self.path, create=flag in ("c", "n"))
         exists = os.path.exists(self.path)
         if not exists and flag in ("r", "w"):
             raise FileNotFoundError(

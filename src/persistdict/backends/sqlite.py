@@ -241,7 +241,7 @@ class SqliteBackend(BackendBase):
     def _connect(self, *, initial: bool = False) -> sqlite3.Connection:
         # The real path, refusing a symlink another user planted in a shared sticky folder;
         # SQLite is given it, so its -wal and -shm sit beside the database itself.
-        real = os.fspath(resolve_data_path(self.path))
+        real = os.fspath(resolve_data_path(self.path, create=self.flag in ("c", "n")))
         for side in ("-wal", "-shm", "-journal"):
             # SQLite opens these with O_NOFOLLOW too, but then says only "unable to open
             # database file"; name the link instead.

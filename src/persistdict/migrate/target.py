@@ -141,8 +141,9 @@ def _new_snapshot(
     # failure (in the backend's own layout), and the promise is: a failure changes no byte.
     lock = FileLock(path, options.get("timeout", 10.0))
     lock.acquire()
-    # A symlinked file is written through to the file it points at, as every rewrite is.
-    real = os.fspath(resolve_data_path(path))
+    # A symlinked file is written through to the file it points at, as every rewrite is;
+    # one another user planted in a shared folder is refused, as open(flag="c") does.
+    real = os.fspath(resolve_data_path(path, create=True))
     try:
         with persistdict.open(path, "r", backend=backend, **options) as current:
             if existing == "refuse" and len(current):
