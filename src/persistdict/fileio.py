@@ -236,7 +236,7 @@ def _refuse_planted_link(link: str, st: os.stat_result, given: str) -> None:
     folder = os.path.dirname(link)
     if not _shared_folder_stranger(folder, st.st_uid):
         return
-    via = "" if link == os.path.join(os.getcwd(), given) else f" (on the way to {given!r})"
+    via = "" if link == os.path.abspath(given) else f" (on the way to {given!r})"
     raise PermissionError(
         errno.EPERM,
         f"refusing to follow {link!r}{via}: it is a symlink owned by uid {st.st_uid} in "
