@@ -232,12 +232,13 @@ def collected(files: set[str]) -> set[str]:
     return {line for line in result.stdout.splitlines() if "::" in line}
 
 
-def test_every_test_linked_from_guarantees_exists() -> None:
-    links = linked_tests("guarantees.md")
-    assert len(links) > 50, "the page should link its claims to tests"
+@pytest.mark.parametrize(("page", "at_least"), [("guarantees.md", 50), ("security.md", 30)])
+def test_every_test_linked_from_a_promise_page_exists(page: str, at_least: int) -> None:
+    links = linked_tests(page)
+    assert len(links) > at_least, "the page should link its claims to tests"
     files = {link.split("::", 1)[0] for link in links}
     missing = sorted(links - collected(files))
-    assert missing == [], f"guarantees.md links to tests that don't exist: {missing}"
+    assert missing == [], f"{page} links to tests that don't exist: {missing}"
 
 
 def test_guarantees_page_covers_every_builtin_backend() -> None:

@@ -9,6 +9,7 @@ import dbm
 import os
 
 from persistdict.backends import available, loaded_classes
+from persistdict.fileio import resolve_data_path
 from persistdict.urls import split_scheme
 
 __all__ = ["detect_backend", "sniff_file"]
@@ -65,6 +66,9 @@ def detect_backend(target: str | os.PathLike[str], fmt: str | None = None) -> st
         )
         if name is not None:
             return name
+    # A link another user planted in a shared sticky folder is refused before its target's
+    # first bytes are read (PermissionError naming it).
+    resolve_data_path(text)
     if os.path.exists(text) or dbm.whichdb(text):
         name = sniff_file(text)
         if name is not None:

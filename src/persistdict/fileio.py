@@ -6,8 +6,11 @@ version survives a killed process and a crashed OS.
 
 The order of one write, and why each step is there:
 
-1. the new bytes go to a temp file created exclusively (``O_EXCL``) in the target's folder,
-   so the rename below stays inside one file system and never follows a planted file;
+1. the new bytes go to a temp file created exclusively (``O_EXCL | O_NOFOLLOW``) in the
+   target's folder, so the rename below stays inside one file system and never follows a
+   planted file. It is created with no more permission than the target's owner has on the
+   target (a new target: its final mode) and only then given the target's owner, group and
+   mode, so nobody can open it whom the target's mode would keep out, at any instant;
 2. the temp file is fsynced: without it a crash after the rename can leave an empty or
    partial file under the target's name (the classic delayed-allocation data loss);
 3. optionally the current target is hard-linked as the previous generation (no data is
@@ -41,11 +44,16 @@ __all__ = [
     "PREVIOUS_SUFFIX",
     "TEMP_MARKER",
     "atomic_write",
+    "check_side_file",
     "fsync_directory",
     "fsync_file",
+    "give_owner_and_mode",
+    "open_side_file",
     "previous_path",
+    "read_previous",
     "remove_stale_temps",
     "replace_durably",
+    "resolve_data_path",
     "restore_previous",
     "temp_name_pattern",
 ]
@@ -131,9 +139,176 @@ else:
         os.replace(src, dst)
 
 
+# O_NOFOLLOW and O_CLOEXEC are POSIX; Windows has neither flag (nor sticky folders).
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+# Linux's limit on symlinks followed while resolving one path (MAXSYMLINKS).
+_MAX_LINKS = 40
+
+
+def resolve_data_path(path: str | os.PathLike[str], *, create: bool = False) -> Path:
+    """Where ``path`` really is, following symlinks as the OS would, except a planted one.
+
+    Writing through a symlink must replace the file it points at, not the link itself, so
+    every write goes to the resolved path. Resolving first, though, would bypass the
+    kernel's own guard (Linux's ``fs.protected_symlinks``, off on some systems anyway): in a
+    world-writable sticky folder such as /tmp, any user can plant a link at the name another
+    user is about to open. So each link met on the way is checked by that guard's rule, and
+    one in a sticky world-writable folder that belongs neither to us nor to the folder's
+    owner is refused.
+
+    With ``create`` (flags ``c`` and ``n``, which create a missing file), an existing file
+    of such an owner in such a folder is refused too, as Linux's ``fs.protected_regular``
+    refuses an ``O_CREAT`` open of it: another user may have made it in advance, readable
+    by them, to receive what this program writes.
+
+    Raises:
+        PermissionError: such a planted link or file; the message names it and its owner.
+        OSError: ``ELOOP``, more than 40 links in a row.
+    """
+    text = os.fspath(path)
+    if os.name == "nt":  # pragma: no cover - no sticky folders; NTFS links are admin-made
+        return Path(os.path.realpath(text))
+    todo = os.path.join(os.getcwd(), text).split("/")
+    todo.reverse()
+    resolved = "/"
+    links = 0
+    missing = False  # past a name that does not exist nothing more can be a link
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        candidate = os.path.join(resolved, part)
+        if not missing:
+            try:
+                st = os.lstat(candidate)
+            except OSError:  # absent, or not ours to look at: the open will say which
+                missing = True
+            else:
+                if stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > _MAX_LINKS:
+                        raise OSError(errno.ELOOP, "too many levels of symbolic links", text)
+                    _refuse_planted_link(candidate, st, text)
+                    target = os.readlink(candidate)
+                    if target.startswith("/"):
+                        resolved = "/"
+                    todo.extend(reversed(target.split("/")))
+                    continue
+        resolved = candidate
+    if create and not missing:
+        _refuse_planted_file(resolved, text)
+    return Path(resolved)
+
+
+def _shared_folder_stranger(folder: str, owner: int) -> bool:
+    """Whether ``folder`` is sticky and world-writable and ``owner`` is neither us nor its
+    owner: the kernel's test for a name someone else may have planted there."""
+    shared = os.stat(folder)
+    sticky_and_open = shared.st_mode & stat.S_ISVTX and shared.st_mode & stat.S_IWOTH
+    return bool(sticky_and_open) and owner not in (os.geteuid(), shared.st_uid)
+
+
+def _refuse_planted_file(resolved: str, given: str) -> None:
+    try:
+        st = os.lstat(resolved)
+    except OSError:
+        return
+    folder = os.path.dirname(resolved)
+    if not _shared_folder_stranger(folder, st.st_uid):
+        return
+    raise PermissionError(
+        errno.EPERM,
+        f"refusing to open {given!r} with a flag that creates it: {resolved!r} exists already "
+        f"and belongs to uid {st.st_uid}, in {folder!r}, a folder anyone can write to (sticky, "
+        "like /tmp), so another user may have made it to read what this program writes. "
+        "Remove it, use a folder only you can write to, or, if you trust that file, open it "
+        "with flag='w' or 'r'",
+        resolved,
+    )
+
+
+def _refuse_planted_link(link: str, st: os.stat_result, given: str) -> None:
+    folder = os.path.dirname(link)
+    if not _shared_folder_stranger(folder, st.st_uid):
+        return
+    via = "" if link == os.path.abspath(given) else f" (on the way to {given!r})"
+    raise PermissionError(
+        errno.EPERM,
+        f"refusing to follow {link!r}{via}: it is a symlink owned by uid {st.st_uid} in "
+        f"{folder!r}, a folder anyone can write to (sticky, like /tmp), so another user may "
+        "have planted it to make this program write or read a file of their choosing. "
+        "Remove the link, or use a path in a folder only you can write to",
+        link,
+    )
+
+
 def _resolve(path: str | os.PathLike[str]) -> Path:
-    # Writing through a symlink must replace the file it points at, not the link itself.
-    return Path(os.path.realpath(path))
+    return resolve_data_path(path)
+
+
+def check_side_file(path: Path) -> None:
+    """Refuse a symlink at the path of one of our side files (lock, previous generation).
+
+    Raises:
+        PermissionError: ``path`` is a symlink; nothing was followed or changed.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise _side_link_error(path)
+
+
+def _side_link_error(path: Path) -> PermissionError:
+    return PermissionError(
+        errno.EPERM,
+        f"{str(path)!r} is a symlink, but persistdict made that name for a file of its own; "
+        "it does not follow it (someone may have planted it to make this program overwrite "
+        "another file). Remove the link and try again",
+        os.fspath(path),
+    )
+
+
+def open_side_file(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` for a side file: never through a symlink, and only a regular file.
+
+    Raises:
+        PermissionError: a symlink or something other than a regular file is at ``path``.
+    """
+    try:
+        # O_NONBLOCK: a FIFO planted at the name must not hang the open.
+        fd = os.open(path, flags | _NOFOLLOW | _CLOEXEC | _NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or (exc.errno == errno.EEXIST and os.path.islink(path)):
+            raise _side_link_error(path) from None
+        raise
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        _close_quietly(fd)
+        raise
+    problem = None
+    if not stat.S_ISREG(st.st_mode):
+        problem = "is not a regular file"
+    elif flags & (os.O_WRONLY | os.O_RDWR) and st.st_nlink != 1:
+        # A hard link to some other file, planted where links to others' files are allowed
+        # (fs.protected_hardlinks=0): writing to it would change that file.
+        problem = f"has {st.st_nlink} names (hard links)"
+    if problem is not None:
+        _close_quietly(fd)
+        raise PermissionError(
+            errno.EPERM,
+            f"{str(path)!r} {problem}, but persistdict made that name for a file of its own "
+            "and will not write to it; remove it and try again",
+            os.fspath(path),
+        )
+    return fd
 
 
 def _close_quietly(fd: int) -> None:
@@ -159,8 +334,10 @@ def _link_previous(target: Path, current: os.stat_result) -> None:
     without hard links (FAT, some network mounts) keep no previous generation; the write goes
     on, since the previous generation is a convenience, not part of the promise.
     """
+    previous = previous_path(target)
+    check_side_file(previous)  # renaming over a planted link would be harmless; say so anyway
     with contextlib.suppress(OSError):
-        kept = os.stat(previous_path(target))
+        kept = os.lstat(previous)
         if (kept.st_ino, kept.st_dev) == (current.st_ino, current.st_dev):
             # Already linked by a write that then failed: renaming a second link onto it would
             # do nothing (POSIX) and leave that link behind.
@@ -171,7 +348,7 @@ def _link_previous(target: Path, current: os.stat_result) -> None:
     except OSError:
         return
     try:
-        os.replace(link, previous_path(target))
+        os.replace(link, previous)
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(link)
@@ -203,11 +380,17 @@ def atomic_write(
         old: os.stat_result | None = os.stat(target)
     except FileNotFoundError:
         old = None
-    create_mode = 0o666 if mode is None else mode
+    if old is None:
+        # A new target: the temp file's mode (less the umask) is the final mode already.
+        create_mode = 0o666 if mode is None else mode
+    else:
+        # Only the owner's bits of the target's mode: until _copy_owner_and_mode has set the
+        # owner and group, the group and other bits would open the file to the wrong people.
+        create_mode = stat.S_IMODE(old.st_mode) & stat.S_IRWXU
     while True:
         tmp = _temp_path(target)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, create_mode)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, create_mode)
             break
         except FileExistsError:  # pragma: no cover - 64 random bits collided
             continue
@@ -231,16 +414,38 @@ def atomic_write(
     fsync_directory(folder)
 
 
+def give_owner_and_mode(path: str | os.PathLike[str], old: os.stat_result) -> None:
+    """Give the file at ``path`` (a new version, not yet in place) the owner, group and mode
+    of ``old``, the status of the file it is about to replace, as :func:`atomic_write` does.
+    """
+    fd = open_side_file(Path(path), os.O_RDONLY)
+    try:
+        _copy_owner_and_mode(fd, Path(path), old)
+    finally:
+        os.close(fd)
+
+
 def _copy_owner_and_mode(fd: int, tmp: Path, old: os.stat_result) -> None:
-    new = os.fstat(fd)
-    if hasattr(os, "fchown") and (old.st_uid, old.st_gid) != (new.st_uid, new.st_gid):
-        # Only root (or a member of the group) may do this; otherwise the file keeps ours.
-        with contextlib.suppress(OSError):
-            os.fchown(fd, old.st_uid, old.st_gid)
+    # Owner and group first, mode second: widening before the chown would let the group of
+    # whoever runs this (root rewriting a user's file) read the new bytes for a moment.
+    mode = stat.S_IMODE(old.st_mode)
+    if hasattr(os, "fchown"):
+        new = os.fstat(fd)
+        if (old.st_uid, old.st_gid) != (new.st_uid, new.st_gid):
+            try:  # only root may give a file away
+                os.fchown(fd, old.st_uid, old.st_gid)
+            except OSError:  # a member of the file's group may still keep the group
+                with contextlib.suppress(OSError):
+                    os.fchown(fd, -1, old.st_gid)
+            new = os.fstat(fd)
+        if new.st_gid != old.st_gid:
+            # The group bits were meant for the old group; members of the new one were
+            # "others" to the old file, so they get what others got, no more.
+            mode = mode & ~stat.S_IRWXG | (mode & stat.S_IRWXO) << 3
     if hasattr(os, "fchmod"):
-        os.fchmod(fd, stat.S_IMODE(old.st_mode))
+        os.fchmod(fd, mode)
     else:  # pragma: no cover - Windows
-        os.chmod(tmp, stat.S_IMODE(old.st_mode))
+        os.chmod(tmp, mode)
 
 
 def restore_previous(path: str | os.PathLike[str]) -> Path:
@@ -254,11 +459,19 @@ def restore_previous(path: str | os.PathLike[str]) -> Path:
 
     Raises:
         FileNotFoundError: there is no previous generation.
+        PermissionError: what is at its name is a symlink, not a regular file, or belongs to
+            neither this user nor the target's owner (someone else put it there).
     """
     target = _resolve(path)
     previous = previous_path(target)
-    if not previous.exists():
-        raise FileNotFoundError(errno.ENOENT, "no previous generation", os.fspath(previous))
+    try:
+        kept_st = os.lstat(previous)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, "no previous generation", os.fspath(previous)
+        ) from None
+    check_side_file(previous)
+    _check_previous_owner(previous, kept_st, os.stat(target))
     stem = f"{target.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     for n in itertools.count():
         kept = target.parent / (stem if n == 0 else f"{stem}-{n}")
@@ -270,6 +483,43 @@ def restore_previous(path: str | os.PathLike[str]) -> Path:
     replace_durably(previous, target)
     fsync_directory(target.parent)
     return kept
+
+
+def read_previous(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
+    """The bytes and status of the previous generation of ``path``, checked as
+    :func:`restore_previous` checks it, and never read through a symlink.
+
+    Raises:
+        FileNotFoundError: there is no previous generation.
+        PermissionError: as for :func:`restore_previous`.
+    """
+    target = _resolve(path)
+    previous = previous_path(target)
+    fd = open_side_file(previous, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        kept = os.fstat(f.fileno())
+        _check_previous_owner(previous, kept, os.stat(target))
+        return f.read(), kept
+
+
+def _check_previous_owner(previous: Path, kept: os.stat_result, target: os.stat_result) -> None:
+    # A previous generation is a hard link of an earlier target, so it has the target's
+    # owner. Another user's file at that name was put there by them: restoring it would
+    # hand them the data file.
+    if not stat.S_ISREG(kept.st_mode):
+        raise PermissionError(
+            errno.EPERM,
+            f"{str(previous)!r} is not a regular file; persistdict did not make it. Remove it",
+            os.fspath(previous),
+        )
+    if hasattr(os, "geteuid") and kept.st_uid not in (os.geteuid(), target.st_uid):
+        raise PermissionError(
+            errno.EPERM,
+            f"{str(previous)!r} belongs to uid {kept.st_uid}, neither you nor the owner of "
+            f"the data file (uid {target.st_uid}), so persistdict did not write it: it was "
+            "left as it is and not restored. Remove it, or restore a backup",
+            os.fspath(previous),
+        )
 
 
 def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
@@ -287,7 +537,9 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     for name in names:
         if pattern.match(name):
             stale = target.parent / name
-            with contextlib.suppress(FileNotFoundError):
+            # PermissionError: another user's file in a sticky folder (a planted name, or
+            # the temp file of root rewriting this file); not ours to remove, and harmless.
+            with contextlib.suppress(FileNotFoundError, PermissionError):
                 stale.unlink()
                 removed.append(stale)
     return removed

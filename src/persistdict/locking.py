@@ -17,6 +17,7 @@ import weakref
 from pathlib import Path
 
 from persistdict.errors import ClosedError, LockedError
+from persistdict.fileio import open_side_file, resolve_data_path
 
 __all__ = ["DEFAULT_TIMEOUT", "FileLock", "check_timeout", "forked_writer_error", "lock_path_for"]
 
@@ -47,7 +48,13 @@ def check_timeout(timeout: object) -> float:
 
 
 def lock_path_for(path: str | os.PathLike[str]) -> Path:
-    target = Path(os.path.realpath(path))
+    """The lock side file of ``path``, beside the file a symlinked ``path`` points at.
+
+    Raises:
+        PermissionError: ``path`` goes through a symlink planted in a shared sticky folder
+            (see :func:`persistdict.fileio.resolve_data_path`).
+    """
+    target = resolve_data_path(path)
     return target.parent / f".{target.name}.persistdict-lock"
 
 
@@ -89,7 +96,9 @@ class FileLock:
         if self._fd is not None:
             return
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            # Never through a symlink, never into a hard link: a planted one would make the
+            # pid written below land in (and truncate) a file of the attacker's choosing.
+            fd = open_side_file(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except FileNotFoundError:
             raise FileNotFoundError(
                 errno.ENOENT,
@@ -98,10 +107,16 @@ class FileLock:
                 self.data_path,
             ) from None
         except PermissionError as exc:
+            if exc.errno == errno.EPERM:  # open_side_file's refusal: a link, not a lock file
+                raise
             # The side file was left by another user (created 0o644 under their umask): a
             # read-only descriptor can still be locked, so it must not block this writer.
             try:
-                fd = os.open(self.path, os.O_RDONLY)
+                fd = open_side_file(self.path, os.O_RDONLY)
+            except PermissionError as inner:
+                if inner.errno == errno.EPERM:
+                    raise
+                raise exc from None
             except OSError:
                 raise exc from None
         deadline = time.monotonic() + self.timeout

@@ -13,15 +13,20 @@ import contextlib
 import dbm
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
 from persistdict.errors import ClosedError, CorruptError
+from persistdict.fileio import resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
 __all__ = ["DbmBackend"]
 
+# The names the stdlib dbm modules give their files besides the path itself (ndbm: .db or
+# .dir/.pag; dumb: .dat/.dir/.bak).
+_SUFFIXES = (".db", ".dir", ".pag", ".dat", ".bak")
 # dbm handles a forked child inherited: closing one there could write the parent's index.
 _inherited: list[Any] = []
 
@@ -80,6 +85,22 @@ def _key_bytes(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
 
 
+def _mode_for(path: str, kind: str | None, mode: int | None) -> int:
+    """The mode to hand ``dbm.open``: ``mode`` (default ``0o666``) for a new database, the
+    existing one's for a database that exists.
+
+    dbm.dumb gives its rewritten index files the mode it was opened with: reopened with the
+    default, a 0600 database's index (the keys) became 0644 less the umask.
+    """
+    if kind:
+        for name in (path, *(path + suffix for suffix in _SUFFIXES)):
+            with contextlib.suppress(OSError):
+                st = os.stat(name)
+                if stat.S_ISREG(st.st_mode):
+                    return stat.S_IMODE(st.st_mode)
+    return 0o666 if mode is None else mode
+
+
 class DbmBackend(BackendBase):
     """A dict stored in a stdlib ``dbm`` database at ``path``."""
 
@@ -95,6 +116,9 @@ class DbmBackend(BackendBase):
     ) -> None:
         self.path = os.fspath(path)
         self.read_only = flag == "r"
+        for name in (self.path, *(self.path + suffix for suffix in _SUFFIXES)):
+            # Refuses a symlink (or, to create, a file) another user planted in /tmp & co.
+            resolve_data_path(name, create=flag in ("c", "n"))
         kind = dbm.whichdb(self.path)
         if kind is None and any(os.path.exists(self.path + end) for end in _SIDE_FILES):
             kind = ""  # e.g. a dbm.dumb index damaged in its first byte: whichdb can't tell
@@ -116,7 +140,7 @@ class DbmBackend(BackendBase):
             self._lock.acquire()
         try:
             opener: Any = dbm.open  # typeshed wants a literal flag; ours is checked by open()
-            self._db: Any = opener(self.path, flag, 0o666 if mode is None else mode)
+            self._db: Any = opener(self.path, flag, _mode_for(self.path, kind, mode))
         except dbm.error[0] as exc:
             self._release()
             raise CorruptError(f"can't open the dbm database {self.path!r}: {exc}") from exc

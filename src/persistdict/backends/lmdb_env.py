@@ -48,6 +48,7 @@ from persistdict.backends.base import (
     import_driver,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError
+from persistdict.fileio import resolve_data_path
 from persistdict.urls import parse_bool, split_scheme, url_options, url_path
 
 __all__ = ["LmdbBackend"]
@@ -238,6 +239,11 @@ class LmdbBackend(BackendBase):
         else:
             options = {k: v for k, v in given.items() if v is not None}
         self.path = os.path.abspath(text)
+        inside = (os.path.join(self.path, name) for name in ("data.mdb", "lock.mdb"))
+        for name in (self.path, *inside):
+            # LMDB follows links: refuse one (or, to create, a folder or file) another user
+            # planted in a shared sticky folder.
+            resolve_data_path(name, create=flag in ("c", "n"))
         self.read_only = flag == "r"
         self._flag = flag
         self._mode = 0o666 if mode is None else mode

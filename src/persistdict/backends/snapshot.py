@@ -20,7 +20,15 @@ from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
 from persistdict.errors import CorruptError
-from persistdict.fileio import atomic_write, previous_path, remove_stale_temps, restore_previous
+from persistdict.fileio import (
+    atomic_write,
+    check_side_file,
+    previous_path,
+    read_previous,
+    remove_stale_temps,
+    resolve_data_path,
+    restore_previous,
+)
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
 __all__ = ["SnapshotBackend"]
@@ -66,6 +74,9 @@ class SnapshotBackend(BackendBase):
         self._lock: FileLock | None = None
         self._fork_generation = fork_generation()
         self._saved: list[dict[str, Any]] = []
+        # A symlink another user planted in a shared folder is refused before anything is
+        # read or written, readers included (it could point at a file of theirs or yours).
+        resolve_data_path(self.path, create=flag in ("c", "n"))
         exists = os.path.exists(self.path)
         if not exists and flag in ("r", "w"):
             raise FileNotFoundError(
@@ -82,6 +93,7 @@ class SnapshotBackend(BackendBase):
                 # file meanwhile, and an empty file written over it would lose all it saved.
                 exists = os.path.exists(self.path)
                 remove_stale_temps(self.path)
+                check_side_file(previous_path(self.path))
             if flag == "n" or not exists:
                 # flag="n" may replace a damaged file: don't make it the previous generation.
                 self._write(self.encode({}), keep_previous=False)
@@ -109,7 +121,7 @@ class SnapshotBackend(BackendBase):
         return f"{self.path!r} ({len(raw)} bytes) is not a valid {self.format_name} file: {exc}"
 
     def _load(self, recover: bool = False) -> None:
-        with open(self.path, "rb") as f:
+        with open(resolve_data_path(self.path), "rb") as f:
             raw = f.read()
         try:
             data = self.decode(raw)
@@ -124,7 +136,7 @@ class SnapshotBackend(BackendBase):
 
     def _way_back(self) -> str:
         try:
-            saved = _utc(os.stat(previous_path(self.path)).st_mtime)
+            saved = _utc(os.lstat(previous_path(self.path)).st_mtime)
         except OSError:
             return "It was left untouched; repair it, restore a backup, or open with flag='n'"
         return (
@@ -135,9 +147,8 @@ class SnapshotBackend(BackendBase):
     def _recover(self, fault: str, exc: Exception) -> tuple[dict[str, Any], bytes]:
         prev = previous_path(self.path)
         try:
-            with open(prev, "rb") as f:
-                raw = f.read()
-            saved = _utc(os.stat(prev).st_mtime)
+            raw, prev_st = read_previous(self.path)
+            saved = _utc(prev_st.st_mtime)
             broken = _utc(os.stat(self.path).st_mtime)
         except FileNotFoundError:
             raise CorruptError(
@@ -176,7 +187,7 @@ class SnapshotBackend(BackendBase):
         A writer's unflushed changes are not on disk yet and are not checked.
         """
         try:
-            with open(self.path, "rb") as f:
+            with open(resolve_data_path(self.path), "rb") as f:
                 raw = f.read()
         except OSError as exc:
             return [f"can't read {self.path!r}: {exc}"]
@@ -219,7 +230,7 @@ class SnapshotBackend(BackendBase):
 
     def _disk_holds_data(self) -> bool:
         try:
-            with open(self.path, "rb") as f:
+            with open(resolve_data_path(self.path), "rb") as f:
                 return bool(self.decode(f.read()) == self._data)
         except Exception:  # unreadable or unparsable now: not the same data, so save
             return False

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, ClassVar, NoReturn, TypeVar
 
 from persistdict.backends.base import (
@@ -49,6 +50,7 @@ from persistdict.backends.base import (
     fork_generation,
 )
 from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError
+from persistdict.fileio import check_side_file, resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 
 __all__ = ["SqliteBackend"]
@@ -56,6 +58,7 @@ __all__ = ["SqliteBackend"]
 _T = TypeVar("_T")
 _PAGE = 1000
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # What SQLite (and Python's sqlite3) say about a file that is not a sound database.
 _DAMAGED = (
     "not a database",
@@ -289,24 +292,32 @@ class SqliteBackend(BackendBase):
     # Connection management.
 
     def _connect(self, *, initial: bool = False) -> sqlite3.Connection:
-        exists = os.path.exists(self.path)
+        # The real path, refusing a symlink another user planted in a shared sticky folder;
+        # SQLite is given it, so its -wal and -shm sit beside the database itself.
+        real = os.fspath(resolve_data_path(self.path, create=self.flag in ("c", "n")))
+        for side in ("-wal", "-shm", "-journal"):
+            # SQLite opens these with O_NOFOLLOW too, but then says only "unable to open
+            # database file"; name the link instead.
+            check_side_file(Path(real + side))
+        exists = os.path.exists(real)
         if not exists and self.flag in ("r", "w"):
             raise FileNotFoundError(
                 errno.ENOENT,
                 f"no such file: {self.path!r}; open it with flag='c' to create it",
                 self.path,
             )
-        if not exists and self._mode is not None:
-            # sqlite3 creates files as 0644; create it ourselves to honour mode (an empty file
-            # is a valid empty database).
+        if not exists:
+            # SQLite would create it 0o644 less the umask, whatever mode= says: create it here
+            # (an empty file is a valid empty database). Its -wal and -shm copy its mode.
+            mode = 0o666 if self._mode is None else self._mode
             with contextlib.suppress(FileExistsError):
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode))
+                os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode))
         try:
             if self.read_only:
-                cx = self._connect_read_only()
+                cx = self._connect_read_only(real)
             else:
                 cx = sqlite3.connect(
-                    self.path, timeout=self.timeout, check_same_thread=False, isolation_level=None
+                    real, timeout=self.timeout, check_same_thread=False, isolation_level=None
                 )
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
@@ -338,9 +349,9 @@ class SqliteBackend(BackendBase):
         _live.add(self)
         return cx
 
-    def _probe(self, *params: str) -> sqlite3.Connection:
+    def _probe(self, path: str, *params: str) -> sqlite3.Connection:
         cx = sqlite3.connect(
-            _uri(self.path, "mode=ro", *params),
+            _uri(path, "mode=ro", *params),
             uri=True,
             timeout=self.timeout,
             check_same_thread=False,
@@ -354,7 +365,7 @@ class SqliteBackend(BackendBase):
             raise
         return cx
 
-    def _connect_read_only(self) -> sqlite3.Connection:
+    def _connect_read_only(self, real: str) -> sqlite3.Connection:
         """A read-only connection, also where this user may not create files.
 
         SQLite reads a WAL database only through its ``-wal`` and ``-shm`` files, creating them
@@ -365,20 +376,20 @@ class SqliteBackend(BackendBase):
         so the error says what to do instead, unless the caller passed ``immutable=True``.
         """
         if self.immutable:
-            return self._probe("immutable=1")
+            return self._probe(real, "immutable=1")
         try:
-            return self._probe()
+            return self._probe(real)
         except sqlite3.OperationalError as exc:
-            missing = [end for end in ("-wal", "-shm") if not os.path.exists(self.path + end)]
-            folder = os.path.dirname(os.path.abspath(self.path))
+            missing = [end for end in ("-wal", "-shm") if not os.path.exists(real + end)]
+            folder = os.path.dirname(real)
             # os.access() also answers False on a read-only file system.
-            if not missing or os.access(folder, os.W_OK) or not _is_wal_database(self.path):
+            if not missing or os.access(folder, os.W_OK) or not _is_wal_database(real):
                 raise
-            wal = self.path + "-wal"
+            wal = real + "-wal"
             wal_empty = not os.path.exists(wal) or os.path.getsize(wal) == 0
             if wal_empty and _read_only_file_system(folder):
                 self.immutable = True  # nothing can write on this mount: nothing can change
-                return self._probe("immutable=1")
+                return self._probe(real, "immutable=1")
             names = " and ".join(f"{os.path.basename(self.path)}{end}" for end in missing)
             raise PermissionError(
                 errno.EACCES,

@@ -18,7 +18,6 @@ import dbm
 import os
 import shutil
 import sqlite3
-import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,12 @@ import persistdict
 from persistdict.backends import backend_class
 from persistdict.backends.base import MissingTableError
 from persistdict.detect import detect_backend
-from persistdict.fileio import fsync_directory, fsync_file
+from persistdict.fileio import (
+    fsync_directory,
+    fsync_file,
+    give_owner_and_mode,
+    resolve_data_path,
+)
 from persistdict.locking import FileLock
 from persistdict.mapping import PersistDict
 from persistdict.migrate.sqlite_sources import connect_read_only
@@ -142,14 +146,17 @@ def _new_snapshot(
     # failure (in the backend's own layout), and the promise is: a failure changes no byte.
     lock = FileLock(path, options.get("timeout", 10.0))
     lock.acquire()
+    # A symlinked file is written through to the file it points at, as every rewrite is;
+    # one another user planted in a shared folder is refused, as open(flag="c") does.
+    real = os.fspath(resolve_data_path(path, create=True))
     try:
         with persistdict.open(path, "r", backend=backend, **options) as current:
             if existing == "refuse" and len(current):
                 raise _exists_error(_label(current), len(current))
             keep = {} if existing == "replace" else dict(current.items())
-        with _new_file(path, backend, "items", options, replacing=True) as (d, label):
+        with _new_file(real, backend, "items", options, replacing=True) as (d, label):
             d.update(keep)
-            yield d, label
+            yield d, label.replace(repr(real), repr(path))
     finally:
         lock.release()
 
@@ -176,8 +183,8 @@ def _new_file(
         finally:
             d.close()
         if replacing:
-            # Keep the permission bits of the file being replaced, as every rewrite does.
-            os.chmod(os.path.join(scratch, name), stat.S_IMODE(os.stat(path).st_mode))
+            # Keep the owner, group and mode of the file being replaced, as every rewrite does.
+            give_owner_and_mode(os.path.join(scratch, name), os.stat(path))
         _move_into_place(scratch, folder, name, replacing=replacing)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
