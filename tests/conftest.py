@@ -162,7 +162,9 @@ def _remove_test_data() -> Iterator[None]:
         if names:
             taken = set(names)
             names.clear()
-            _drop(kind, taken)
+            # A test that skipped for want of the server named its store first: nothing to drop.
+            if _probe(kind) is None:
+                _drop(kind, taken)
 
 
 @pytest.fixture
