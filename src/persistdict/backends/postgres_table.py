@@ -23,7 +23,13 @@ transaction (COPY for large batches). Concurrency: ``transaction()`` is a databa
 (SAVEPOINTs when nested) that first takes an exclusive advisory lock for this table, while
 every plain write takes it shared; so a read-modify-write block is exact against other
 clients' blocks and plain writes, and plain writes don't wait on each other. Waits end after
-``timeout`` seconds with :class:`~persistdict.LockedError`.
+``timeout`` seconds with :class:`~persistdict.LockedError`; ``timeout=0`` doesn't wait (the
+server's ``lock_timeout`` is set to 1 ms, as 0 there means "no limit"), and a timeout longer
+than ``lock_timeout`` can hold (2**31 - 1 ms, about 24.8 days) waits that long.
+
+A DELETE that waited for the lock must see the rows the block committed meanwhile. Under READ
+COMMITTED a statement reads the snapshot taken when it started, so the lock is taken in a
+statement of its own and the DELETE runs after it, in the same short transaction.
 
 Iteration pages through the primary key (``key > last ORDER BY key LIMIT n``): memory stays
 flat, no transaction stays open between pages, and writes during the loop are allowed.
@@ -35,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -48,6 +54,7 @@ from persistdict.backends.base import (
     import_driver,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
+from persistdict.locking import check_timeout
 from persistdict.serializers import JsonSerializer
 from persistdict.urls import mask_password, url_options
 
@@ -56,7 +63,11 @@ __all__ = ["PostgresBackend"]
 DEFAULT_TIMEOUT = 10.0
 _PAGE = 1000
 _COPY_AT = 1000  # batches at least this large go through COPY
-_OPTIONS = {"schema": str, "timeout": float}
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "schema": str,
+    "timeout": lambda text: check_timeout(float(text)),
+}
+_MAX_LOCK_TIMEOUT_MS = 2**31 - 1  # lock_timeout is a 32-bit int of milliseconds
 _ESCAPE = "\uffff"
 _UNESCAPE = re.compile("\uffff([\uffff0])")
 # Connections inherited across fork are kept referenced, never closed in the child: closing
@@ -124,7 +135,7 @@ class PostgresBackend(BackendBase):
         self.schema = options.get("schema")
         if self.schema is not None:
             check_table_name(self.schema)
-        self.timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+        self.timeout = check_timeout(options.get("timeout", DEFAULT_TIMEOUT))
         self.read_only = flag == "r"
         self.jsonb = serializer is None or isinstance(serializer, JsonSerializer)
         self._depth = 0
@@ -145,7 +156,7 @@ class PostgresBackend(BackendBase):
         try:
             cx = self._pg.connect(self._conninfo, autocommit=True)
             # Waits for a lock (another client's transaction) end with an error, not never.
-            cx.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")
+            cx.execute(f"SET lock_timeout = {_lock_timeout_ms(self.timeout)}")
         except self._pg.Error as exc:
             raise ConnectionError(
                 f"can't connect to PostgreSQL at {self._shown}: {str(exc).strip()}. Check that "
@@ -178,7 +189,7 @@ class PostgresBackend(BackendBase):
                 )
         self._col = "raw" if self.jsonb else "value"
         if flag == "n" and not self.read_only:
-            cx.execute(self._sql("DELETE FROM {t}"))
+            self.clear()  # waits for a transaction in progress, and empties what it wrote
 
     def _columns(self, cx: Any) -> dict[str, str]:
         rows = cx.execute(
@@ -250,6 +261,33 @@ class PostgresBackend(BackendBase):
                     raise
             return self._connect().execute(statement, params)
 
+    def _locked_write(self, statement: Any, params: Any = (), *, retry: bool = True) -> Any:
+        """Execute a DML statement holding the table's shared lock, taken in a statement of
+        its own first: under READ COMMITTED the DML's snapshot is then taken after any
+        transaction() that held the table has committed, so it sees that block's rows."""
+        if self._depth:  # inside transaction(): this session already holds the lock
+            return self._run(statement, params, retry=False)
+        with self._errors():
+            cx = self._conn
+            try:
+                return self._in_short_transaction(cx, statement, params)
+            except self._pg.OperationalError:
+                if not (retry and cx.closed):
+                    raise
+            return self._in_short_transaction(self._connect(), statement, params)
+
+    def _in_short_transaction(self, cx: Any, statement: Any, params: Any) -> Any:
+        # BEGIN and the lock go in one round trip (no parameters: one simple query).
+        try:
+            cx.execute(f"BEGIN; SELECT pg_advisory_xact_lock_shared({self._lock})")
+            cursor = cx.execute(statement, params)
+            cx.execute("COMMIT")
+        except BaseException:
+            if not cx.closed and cx.info.transaction_status != self._pg.pq.TransactionStatus.IDLE:
+                cx.execute("ROLLBACK")
+            raise
+        return cursor
+
     def _read(self, statement: Any, params: Any = ()) -> list[Any]:
         try:
             return list(self._run(statement, params).fetchall())
@@ -292,6 +330,8 @@ class PostgresBackend(BackendBase):
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
         column = _column_key(key)
+        # One statement, the lock in a CTE: its snapshot may predate a block that held the
+        # table, but ON CONFLICT finds and updates a row that block inserted all the same.
         statement = self._sql(
             "WITH l AS (SELECT pg_advisory_xact_lock_shared(%s)) "
             f"INSERT INTO {{t}} (key, {self._col}) SELECT %s, %s FROM l "
@@ -304,12 +344,9 @@ class PostgresBackend(BackendBase):
         column = _stored_key(key)
         if column is None:
             raise KeyError(key)
-        statement = self._sql(
-            "WITH l AS (SELECT pg_advisory_xact_lock_shared(%s)) "
-            "DELETE FROM {t} USING l WHERE key = %s"
-        )
+        statement = self._sql("DELETE FROM {t} WHERE key = %s")
         # Not retried after a dropped connection: a delete that did run would then say 0 rows.
-        if self._run(statement, (self._lock, column), retry=False).rowcount == 0:
+        if self._locked_write(statement, (column,), retry=False).rowcount == 0:
             raise KeyError(key)
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
@@ -359,8 +396,7 @@ class PostgresBackend(BackendBase):
 
     def clear(self) -> None:
         self.check_writable()
-        statement = "WITH l AS (SELECT pg_advisory_xact_lock_shared(%s)) DELETE FROM {t} USING l"
-        self._run(self._sql(statement), (self._lock,))
+        self._locked_write(self._sql("DELETE FROM {t}"))
 
     def count(self) -> int:
         rows = self._read(self._sql("SELECT count(*) FROM {t}"))
@@ -442,6 +478,12 @@ class PostgresBackend(BackendBase):
         ro = " read-only" if self.read_only else ""
         where = f"{self.schema}.{self.table}" if self.schema else self.table
         return f"postgres {self._shown} table {where!r}{ro}"
+
+
+def _lock_timeout_ms(timeout: float) -> int:
+    """PostgreSQL's ``lock_timeout`` for a wait of ``timeout`` seconds. 0 there means no limit,
+    so "don't wait" becomes the shortest wait it has, 1 ms; it holds at most 2**31 - 1 ms."""
+    return min(max(1, round(timeout * 1000)), _MAX_LOCK_TIMEOUT_MS)
 
 
 def _column_key(key: str) -> str:

@@ -52,6 +52,7 @@ from persistdict.backends.base import (
     import_driver,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
+from persistdict.locking import check_timeout
 from persistdict.urls import mask_password, url_options
 
 __all__ = ["RedisBackend"]
@@ -86,10 +87,10 @@ while i <= #ARGV do
 end
 return removed
 """
-_OPTIONS = {
+_OPTIONS: dict[str, Callable[[str], Any]] = {
     "db": int,
     "prefix": str,
-    "timeout": float,
+    "timeout": lambda text: check_timeout(float(text)),
     "lock_ttl": float,
     "socket_timeout": float,
     "socket_connect_timeout": float,
@@ -197,8 +198,13 @@ class RedisBackend(BackendBase):
         self.hash_name = self.prefix + self.table
         self._key = self.hash_name.encode("utf-8")
         self._lock_key = self._key + b":persistdict-lock"
-        self.timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+        self.timeout = check_timeout(options.get("timeout", DEFAULT_TIMEOUT))
         self.lock_ttl = float(options.get("lock_ttl", DEFAULT_LOCK_TTL))
+        if not 0 < self.lock_ttl < float("inf"):
+            raise ValueError(
+                f"{self._shown}: lock_ttl must be a finite number of seconds > 0, "
+                f"not {self.lock_ttl!r}"
+            )
         self.commit_every = commit_every
         self.read_only = flag == "r"
         self._layers: list[_Layer] = []  # transaction levels, or the commit_every batch
