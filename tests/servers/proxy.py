@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-Lose = Literal["request", "reply"]
+#: What a cut loses: the request (the proxy drops it), the reply (the server ran the request),
+#: or the session: the server is told to end it (CLIENT KILL, pg_terminate_backend) by
+#: ``killer(port)``, where port is the proxy's end of that connection, before the request.
+Lose = Literal["request", "reply", "kill"]
 _READ = 1 << 16
 
 
@@ -38,6 +42,7 @@ class Proxy:
         self.cut = False  # whether the armed cut happened
         self._cut_at = 0
         self._lose: Lose = "reply"
+        self.killer: Callable[[int], None] | None = None
         self._connections: set[_Connection] = set()
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -112,7 +117,11 @@ class Proxy:
                     if self._lose == "request":
                         self._drop(conn)
                         return
-                    conn.drop_reply = True
+                    if self._lose == "kill":
+                        assert self.killer is not None, "set proxy.killer to cut with a kill"
+                        self.killer(conn.server.get_extra_info("sockname")[1])
+                    else:
+                        conn.drop_reply = True
             conn.server.write(data)
             with contextlib.suppress(OSError):
                 await conn.server.drain()

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -67,7 +68,8 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
     "schema": str,
     "timeout": lambda text: check_timeout(float(text)),
 }
-_MAX_LOCK_TIMEOUT_MS = 2**31 - 1  # lock_timeout is a 32-bit int of milliseconds
+_MAX_LOCK_TIMEOUT_MS = 2**31 - 1
+_UNSENT: Any = object()  # no COMMIT was sent yet  # lock_timeout is a 32-bit int of milliseconds
 _ESCAPE = "\uffff"
 _UNESCAPE = re.compile("\uffff([\uffff0])")
 # Connections inherited across fork are kept referenced, never closed in the child: closing
@@ -245,7 +247,12 @@ class PostgresBackend(BackendBase):
                 raise ConnectionError(
                     f"lost the connection to PostgreSQL at {self._shown}: {str(exc).strip()}. "
                     "Check that the server is running; the next call reconnects"
-                    + (" (the open transaction was rolled back)" if self._depth else "")
+                    + (
+                        ". The open transaction() was rolled back: nothing was written; run "
+                        "the block again"
+                        if self._depth
+                        else ""
+                    )
                 ) from exc
             raise
 
@@ -261,32 +268,78 @@ class PostgresBackend(BackendBase):
                     raise
             return self._connect().execute(statement, params)
 
-    def _locked_write(self, statement: Any, params: Any = (), *, retry: bool = True) -> Any:
-        """Execute a DML statement holding the table's shared lock, taken in a statement of
-        its own first: under READ COMMITTED the DML's snapshot is then taken after any
-        transaction() that held the table has committed, so it sees that block's rows."""
+    def _locked_write(self, work: Callable[[Any], Any]) -> Any:
+        """Run ``work(connection)``, the statements of one write, in a short transaction
+        that first takes the table's shared lock in a statement of its own: under READ
+        COMMITTED the statements' snapshots are then taken after any transaction() that held
+        the table committed, so they see that block's rows.
+
+        Exactly once across a dropped connection: if it drops before COMMIT the server rolls
+        back and the write runs again on a new connection; if it drops while COMMIT is sent,
+        the transaction's id says whether it committed (``txid_status``)."""
         if self._depth:  # inside transaction(): this session already holds the lock
-            return self._run(statement, params, retry=False)
+            with self._errors():
+                return work(self._conn)
         with self._errors():
             cx = self._conn
-            try:
-                return self._in_short_transaction(cx, statement, params)
-            except self._pg.OperationalError:
-                if not (retry and cx.closed):
+            for again in (True, False):
+                xid: int | None = None
+                result: Any = None
+                try:
+                    first = cx.execute(
+                        f"BEGIN; SELECT pg_advisory_xact_lock_shared({self._lock}), txid_current()"
+                    )  # no parameters: one simple query, one round trip
+                    first.nextset()
+                    xid = int(first.fetchone()[1])
+                    result = work(cx)
+                    cx.execute("COMMIT")
+                    return result
+                except self._pg.OperationalError as exc:
+                    if not cx.closed:
+                        self._rollback(cx)
+                        raise
+                    if xid is not None and self._committed(xid, exc):
+                        return result
+                    if not again:
+                        raise
+                    cx = self._connect()  # nothing was written: run it again
+                except BaseException:
+                    self._rollback(cx)
                     raise
-            return self._in_short_transaction(self._connect(), statement, params)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _in_short_transaction(self, cx: Any, statement: Any, params: Any) -> Any:
-        # BEGIN and the lock go in one round trip (no parameters: one simple query).
+    def _rollback(self, cx: Any) -> None:
+        if not cx.closed and cx.info.transaction_status != self._pg.pq.TransactionStatus.IDLE:
+            cx.execute("ROLLBACK")
+
+    def _committed(self, xid: int, lost: BaseException) -> bool:
+        """Whether transaction ``xid``, whose connection dropped while its COMMIT was sent,
+        committed; asked over a new connection. The server may still be ending the old
+        session, so an "in progress" answer is asked again, for up to ``timeout`` seconds."""
         try:
-            cx.execute(f"BEGIN; SELECT pg_advisory_xact_lock_shared({self._lock})")
-            cursor = cx.execute(statement, params)
-            cx.execute("COMMIT")
-        except BaseException:
-            if not cx.closed and cx.info.transaction_status != self._pg.pq.TransactionStatus.IDLE:
-                cx.execute("ROLLBACK")
-            raise
-        return cursor
+            cx = self._connect()
+            deadline = time.monotonic() + max(self.timeout, 1.0)
+            while True:
+                row = cx.execute("SELECT txid_status(%s)", (xid,)).fetchone()
+                status = row[0] if row else None
+                if status != "in progress" or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.01)
+        except (ConnectionError, self._pg.Error) as again:
+            raise ConnectionError(
+                f"lost the connection to PostgreSQL at {self._shown} while committing "
+                f"({str(lost).strip()}), and can't ask the server whether it committed "
+                f"({str(again).strip()}): it was committed whole or not at all. Check that "
+                "the server is running, then read the data to see which"
+            ) from lost
+        if status in ("committed", "aborted"):
+            return bool(status == "committed")
+        raise ConnectionError(
+            f"lost the connection to PostgreSQL at {self._shown} while committing "
+            f"({str(lost).strip()}); the server can't say whether it committed (status "
+            f"{status!r}): it was committed whole or not at all. Check that the server is "
+            "running, then read the data to see which"
+        ) from lost
 
     def _read(self, statement: Any, params: Any = ()) -> list[Any]:
         try:
@@ -345,8 +398,8 @@ class PostgresBackend(BackendBase):
         if column is None:
             raise KeyError(key)
         statement = self._sql("DELETE FROM {t} WHERE key = %s")
-        # Not retried after a dropped connection: a delete that did run would then say 0 rows.
-        if self._locked_write(statement, (column,), retry=False).rowcount == 0:
+        deleted = self._locked_write(lambda cx: cx.execute(statement, (column,)).rowcount)
+        if not deleted:
             raise KeyError(key)
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
@@ -356,14 +409,7 @@ class PostgresBackend(BackendBase):
             rows[_column_key(key)] = self._value(key, value)
         if not rows:
             return
-        with self._errors():
-            if self._depth:
-                self._upsert(self._conn, rows)
-                return
-            cx = self._conn
-            with cx.transaction():
-                cx.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._lock,))
-                self._upsert(cx, rows)
+        self._locked_write(lambda cx: self._upsert(cx, rows))
 
     def _upsert(self, cx: Any, rows: dict[str, Any]) -> None:
         col = self._col
@@ -396,7 +442,8 @@ class PostgresBackend(BackendBase):
 
     def clear(self) -> None:
         self.check_writable()
-        self._locked_write(self._sql("DELETE FROM {t}"))
+        statement = self._sql("DELETE FROM {t}")
+        self._locked_write(lambda cx: cx.execute(statement))
 
     def count(self) -> int:
         rows = self._read(self._sql("SELECT count(*) FROM {t}"))
@@ -432,13 +479,7 @@ class PostgresBackend(BackendBase):
         with self._errors():
             cx = self._conn
             if self._depth == 0:
-                cx.execute("BEGIN")
-                try:
-                    cx.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock,))
-                except BaseException:
-                    if not cx.closed:
-                        cx.execute("ROLLBACK")
-                    raise
+                cx = self._begin(cx)
             else:
                 cx.execute(f"SAVEPOINT pd_{self._depth}")
         self._depth += 1
@@ -457,7 +498,49 @@ class PostgresBackend(BackendBase):
             raise
         self._depth -= 1
         with self._errors():
-            cx.execute("COMMIT" if self._depth == 0 else f"RELEASE SAVEPOINT pd_{self._depth}")
+            if self._depth:
+                cx.execute(f"RELEASE SAVEPOINT pd_{self._depth}")
+            else:
+                self._commit(cx)
+
+    def _begin(self, cx: Any) -> Any:
+        """BEGIN and take the table's lock; after a dropped connection (nothing was done
+        yet), once more on a new one. Returns the connection used."""
+        for again in (True, False):
+            try:
+                cx.execute("BEGIN")
+                cx.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock,))
+                return cx
+            except self._pg.OperationalError:
+                if not cx.closed:
+                    self._rollback(cx)
+                    raise
+                if not again:
+                    raise
+                cx = self._connect()
+            except BaseException:
+                self._rollback(cx)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _commit(self, cx: Any) -> None:
+        # The transaction's id, if it wrote anything, tells after a connection dropped during
+        # COMMIT whether the block was written.
+        xid: Any = _UNSENT
+        try:
+            row = cx.execute("SELECT txid_current_if_assigned()").fetchone()
+            xid = None if row is None or row[0] is None else int(row[0])
+            cx.execute("COMMIT")
+        except self._pg.OperationalError as exc:
+            if not cx.closed:
+                raise
+            if xid is not _UNSENT and (xid is None or self._committed(xid, exc)):
+                return  # written whole (or there was nothing to write)
+            raise ConnectionError(
+                f"lost the connection to PostgreSQL at {self._shown} while committing "
+                f"a transaction() ({str(exc).strip()}); nothing was written. Check that the "
+                "server is running and run the block again; the next call reconnects"
+            ) from exc
 
     # Lifecycle.
 
