@@ -33,7 +33,14 @@ statement of its own and the DELETE runs after it, in the same short transaction
 
 Iteration pages through the primary key (``key > last ORDER BY key LIMIT n``): memory stays
 flat, no transaction stays open between pages, and writes during the loop are allowed.
-``len()`` is an exact ``count(*)``: PostgreSQL keeps no exact row count to read instead.
+``len()`` reads a row count that triggers on the table keep exact, in the side table
+``<table>__count`` (with the trigger function ``<table>__count_fn``; drop both with the
+table). The triggers count every insert, delete and TRUNCATE, by persistdict or by plain SQL,
+in the writer's transaction, so the count is as exact as ``count(*)`` without scanning the
+table. Each writing statement appends its change as a row (so writers never wait on one
+another for the count), and every 256th append folds the rows into one. The first writable
+open of a table installs them; where that isn't allowed (not the table's owner, or the name
+leaves no room for the suffix within 63 bytes) ``len()`` is a ``count(*)``.
 """
 
 from __future__ import annotations
@@ -69,7 +76,48 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
     "timeout": lambda text: check_timeout(float(text)),
 }
 _MAX_LOCK_TIMEOUT_MS = 2**31 - 1
-_UNSENT: Any = object()  # no COMMIT was sent yet  # lock_timeout is a 32-bit int of milliseconds
+_UNSENT: Any = object()  # no COMMIT was sent yet
+# The kept row count: side table, trigger function, and the triggers with their events.
+_COUNT = "__count"
+_COUNT_FN = "__count_fn"
+_MAX_NAME = 63  # PostgreSQL's identifier length, in bytes
+_TRIGGERS = {
+    "persistdict_count_insert": ("INSERT", "REFERENCING NEW TABLE AS pd_new"),
+    "persistdict_count_delete": ("DELETE", "REFERENCING OLD TABLE AS pd_old"),
+    "persistdict_count_truncate": ("TRUNCATE", ""),
+}
+# SECURITY DEFINER: a role that may write the table but not the side table is counted too.
+_COUNT_FUNCTION = """
+CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $count$
+DECLARE
+  delta bigint;
+  appended bigint;
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    TRUNCATE {side};
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'INSERT' THEN
+    SELECT count(*) INTO delta FROM pd_new;
+  ELSE
+    SELECT -count(*) INTO delta FROM pd_old;
+  END IF;
+  IF delta <> 0 THEN
+    INSERT INTO {side} (n) VALUES (delta) RETURNING id INTO appended;
+    IF appended % 256 = 0 THEN
+      -- Fold the rows no other transaction holds into one; those it holds stay as they are.
+      WITH gone AS (
+        DELETE FROM {side} WHERE id IN (SELECT id FROM {side} FOR UPDATE SKIP LOCKED)
+        RETURNING n
+      )
+      INSERT INTO {side} (n) SELECT sum(n) FROM gone HAVING count(*) > 0;
+    END IF;
+  END IF;
+  RETURN NULL;
+END
+$count$
+"""  # lock_timeout is a 32-bit int of milliseconds
 _ESCAPE = "\uffff"
 _UNESCAPE = re.compile("\uffff([\uffff0])")
 # Connections inherited across fork are kept referenced, never closed in the child: closing
@@ -190,6 +238,7 @@ class PostgresBackend(BackendBase):
                     f"{found}); it was left untouched. Pass table= another name"
                 )
         self._col = "raw" if self.jsonb else "value"
+        self._counter = self._find_counter(cx) if columns else None
         if flag == "n" and not self.read_only:
             self.clear()  # waits for a transaction in progress, and empties what it wrote
 
@@ -446,8 +495,81 @@ class PostgresBackend(BackendBase):
         self._locked_write(lambda cx: cx.execute(statement))
 
     def count(self) -> int:
+        if self._counter is not None:
+            try:
+                return int(self._run(self._counter).fetchone()[0])
+            except (self._pg.errors.UndefinedTable, self._pg.errors.InsufficientPrivilege):
+                self._counter = None  # the side table was dropped, or is not ours to read
         rows = self._read(self._sql("SELECT count(*) FROM {t}"))
         return int(rows[0][0]) if rows else 0
+
+    # The row count kept by triggers (see the module docstring).
+
+    def _find_counter(self, cx: Any) -> Any:
+        """The statement reading the kept row count, or ``None`` to count rows. A writable
+        open installs the triggers where they are missing."""
+        where = cx.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = to_regclass(%s)",
+            (self._ident.as_string(cx),),
+        ).fetchone()
+        if where is None or len(self.table.encode()) + len(_COUNT_FN) > _MAX_NAME:
+            return None
+        sql = self._pg.sql
+        side = sql.Identifier(where[0], self.table + _COUNT)
+        if not self._counter_works(cx, side) and (
+            self.read_only or not self._install_counter(cx, where[0], side)
+        ):
+            return None
+        return sql.SQL("SELECT coalesce(sum(n), 0) FROM {}").format(side)
+
+    def _counter_works(self, cx: Any, side: Any) -> bool:
+        row = cx.execute(
+            "SELECT has_table_privilege(to_regclass(%s), 'SELECT') AND (SELECT count(*) FROM "
+            "pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = ANY(%s) "
+            "AND tgenabled <> 'D') = 3",
+            (side.as_string(cx), self._ident.as_string(cx), list(_TRIGGERS)),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _install_counter(self, cx: Any, schema: str, side: Any) -> bool:
+        sql = self._pg.sql
+        names = {"t": self._ident, "side": side}
+        function = sql.Identifier(schema, self.table + _COUNT_FN)
+        try:
+            with cx.transaction():
+                # Under the table's exclusive lock: no persistdict writer runs meanwhile, and
+                # CREATE TRIGGER then holds off plain SQL writers until the count is taken.
+                cx.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock,))
+                if self._counter_works(cx, side):
+                    return True  # another client installed it meanwhile
+                cx.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {side} "
+                        "(id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, n bigint NOT NULL)"
+                    ).format(**names)
+                )
+                cx.execute(sql.SQL(_COUNT_FUNCTION).format(f=function, **names))
+                for trigger, (event, rows) in _TRIGGERS.items():
+                    cx.execute(
+                        sql.SQL("DROP TRIGGER IF EXISTS {} ON {t}").format(
+                            sql.Identifier(trigger), **names
+                        )
+                    )
+                    create = (
+                        f"CREATE TRIGGER {{}} AFTER {event} ON {{t}} {rows} FOR EACH STATEMENT "
+                    )
+                    cx.execute(
+                        sql.SQL(create).format(sql.Identifier(trigger), **names)
+                        + sql.SQL("EXECUTE FUNCTION {}()").format(function)
+                    )
+                cx.execute(sql.SQL("TRUNCATE {side}").format(**names))
+                cx.execute(
+                    sql.SQL("INSERT INTO {side} (n) SELECT count(*) FROM {t}").format(**names)
+                )
+        except (self._pg.errors.InsufficientPrivilege, self._pg.errors.LockNotAvailable):
+            return False  # len() counts rows; a later open may install it
+        return True
 
     def _pages(self, columns: str) -> Iterator[list[Any]]:
         first = self._sql(f"SELECT {columns} FROM {{t}} ORDER BY key LIMIT {_PAGE}")
