@@ -75,7 +75,7 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
     "schema": str,
     "timeout": lambda text: check_timeout(float(text)),
 }
-_MAX_LOCK_TIMEOUT_MS = 2**31 - 1
+_MAX_LOCK_TIMEOUT_MS = 2**31 - 1  # lock_timeout is a 32-bit int of milliseconds
 _UNSENT: Any = object()  # no COMMIT was sent yet
 # The kept row count: side table, trigger function, and the triggers with their events.
 _COUNT = "__count"
@@ -117,7 +117,7 @@ BEGIN
   RETURN NULL;
 END
 $count$
-"""  # lock_timeout is a 32-bit int of milliseconds
+"""
 _ESCAPE = "\uffff"
 _UNESCAPE = re.compile("\uffff([\uffff0])")
 # Connections inherited across fork are kept referenced, never closed in the child: closing
