@@ -462,18 +462,20 @@ class PostgresBackend(BackendBase):
 
     def _upsert(self, cx: Any, rows: dict[str, Any]) -> None:
         col = self._col
+        kind = "text" if self.jsonb else "bytea"
         if len(rows) < _COPY_AT:
-            cx.cursor().executemany(
+            # One statement for the batch (two arrays), not one per row: the row count's
+            # triggers then run once. The keys are distinct, as ON CONFLICT needs.
+            cx.execute(
                 self._sql(
-                    f"INSERT INTO {{t}} (key, {col}) VALUES (%s, %s) "
-                    f"ON CONFLICT (key) DO UPDATE SET {col} = excluded.{col}"
+                    f"INSERT INTO {{t}} (key, {col}) SELECT * FROM unnest(%s::text[], "
+                    f"%s::{kind}[]) ON CONFLICT (key) DO UPDATE SET {col} = excluded.{col}"
                 ),
-                list(rows.items()),
+                (list(rows), list(rows.values())),
             )
             return
         # COPY into a session-private staging table, then one upsert: far fewer round trips.
         stage = f"pd_stage_{col}"
-        kind = "text" if self.jsonb else "bytea"
         cx.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} (key text, {col} {kind}) "
             "ON COMMIT DELETE ROWS"
