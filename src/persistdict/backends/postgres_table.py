@@ -23,11 +23,24 @@ transaction (COPY for large batches). Concurrency: ``transaction()`` is a databa
 (SAVEPOINTs when nested) that first takes an exclusive advisory lock for this table, while
 every plain write takes it shared; so a read-modify-write block is exact against other
 clients' blocks and plain writes, and plain writes don't wait on each other. Waits end after
-``timeout`` seconds with :class:`~persistdict.LockedError`.
+``timeout`` seconds with :class:`~persistdict.LockedError`; ``timeout=0`` doesn't wait (the
+server's ``lock_timeout`` is set to 1 ms, as 0 there means "no limit"), and a timeout longer
+than ``lock_timeout`` can hold (2**31 - 1 ms, about 24.8 days) waits that long.
+
+A DELETE that waited for the lock must see the rows the block committed meanwhile. Under READ
+COMMITTED a statement reads the snapshot taken when it started, so the lock is taken in a
+statement of its own and the DELETE runs after it, in the same short transaction.
 
 Iteration pages through the primary key (``key > last ORDER BY key LIMIT n``): memory stays
 flat, no transaction stays open between pages, and writes during the loop are allowed.
-``len()`` is an exact ``count(*)``: PostgreSQL keeps no exact row count to read instead.
+``len()`` reads a row count that triggers on the table keep exact, in the side table
+``<table>__count`` (with the trigger function ``<table>__count_fn``; drop both with the
+table). The triggers count every insert, delete and TRUNCATE, by persistdict or by plain SQL,
+in the writer's transaction, so the count is as exact as ``count(*)`` without scanning the
+table. Each writing statement appends its change as a row (so writers never wait on one
+another for the count), and every 256th append folds the rows into one. The first writable
+open of a table installs them; where that isn't allowed (not the table's owner, or the name
+leaves no room for the suffix within 63 bytes) ``len()`` is a ``count(*)``.
 """
 
 from __future__ import annotations
@@ -35,7 +48,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -49,6 +63,7 @@ from persistdict.backends.base import (
     import_driver,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
+from persistdict.locking import check_timeout
 from persistdict.serializers import JsonSerializer
 from persistdict.urls import mask_password, url_options
 
@@ -57,7 +72,53 @@ __all__ = ["PostgresBackend"]
 DEFAULT_TIMEOUT = 10.0
 _PAGE = 1000
 _COPY_AT = 1000  # batches at least this large go through COPY
-_OPTIONS = {"schema": str, "timeout": float}
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "schema": str,
+    "timeout": lambda text: check_timeout(float(text)),
+}
+_MAX_LOCK_TIMEOUT_MS = 2**31 - 1  # lock_timeout is a 32-bit int of milliseconds
+_UNSENT: Any = object()  # no COMMIT was sent yet
+# The kept row count: side table, trigger function, and the triggers with their events.
+_COUNT = "__count"
+_COUNT_FN = "__count_fn"
+_MAX_NAME = 63  # PostgreSQL's identifier length, in bytes
+_TRIGGERS = {
+    "persistdict_count_insert": ("INSERT", "REFERENCING NEW TABLE AS pd_new"),
+    "persistdict_count_delete": ("DELETE", "REFERENCING OLD TABLE AS pd_old"),
+    "persistdict_count_truncate": ("TRUNCATE", ""),
+}
+# SECURITY DEFINER: a role that may write the table but not the side table is counted too.
+_COUNT_FUNCTION = """
+CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $count$
+DECLARE
+  delta bigint;
+  appended bigint;
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    TRUNCATE {side};
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'INSERT' THEN
+    SELECT count(*) INTO delta FROM pd_new;
+  ELSE
+    SELECT -count(*) INTO delta FROM pd_old;
+  END IF;
+  IF delta <> 0 THEN
+    INSERT INTO {side} (n) VALUES (delta) RETURNING id INTO appended;
+    IF appended % 256 = 0 THEN
+      -- Fold the rows no other transaction holds into one; those it holds stay as they are.
+      WITH gone AS (
+        DELETE FROM {side} WHERE id IN (SELECT id FROM {side} FOR UPDATE SKIP LOCKED)
+        RETURNING n
+      )
+      INSERT INTO {side} (n) SELECT sum(n) FROM gone HAVING count(*) > 0;
+    END IF;
+  END IF;
+  RETURN NULL;
+END
+$count$
+"""
 _ESCAPE = "\uffff"
 _UNESCAPE = re.compile("\uffff([\uffff0])")
 # Connections inherited across fork are kept referenced, never closed in the child: closing
@@ -125,7 +186,7 @@ class PostgresBackend(BackendBase):
         self.schema = options.get("schema")
         if self.schema is not None:
             check_table_name(self.schema)
-        self.timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+        self.timeout = check_timeout(options.get("timeout", DEFAULT_TIMEOUT))
         self.read_only = flag == "r"
         self.jsonb = serializer is None or isinstance(serializer, JsonSerializer)
         self._depth = 0
@@ -150,7 +211,7 @@ class PostgresBackend(BackendBase):
         try:
             cx = self._pg.connect(self._conninfo, autocommit=True)
             # Waits for a lock (another client's transaction) end with an error, not never.
-            cx.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")
+            cx.execute(f"SET lock_timeout = {_lock_timeout_ms(self.timeout)}")
         except self._pg.Error as exc:
             raise ConnectionError(
                 f"can't connect to PostgreSQL at {self._shown}: {str(exc).strip()}. Check that "
@@ -184,8 +245,9 @@ class PostgresBackend(BackendBase):
                     f"{found}); it was left untouched. Pass table= another name"
                 )
         self._col = "raw" if self.jsonb else "value"
+        self._counter = self._find_counter(cx) if columns else None
         if flag == "n" and not self.read_only:
-            cx.execute(self._sql("DELETE FROM {t}"))
+            self.clear()  # waits for a transaction in progress, and empties what it wrote
 
     def _columns(self, cx: Any) -> dict[str, str]:
         rows = cx.execute(
@@ -202,7 +264,9 @@ class PostgresBackend(BackendBase):
             "WHERE c.relkind IN ('r', 'p') AND n.nspname = coalesce(%s, current_schema())",
             (self.schema,),
         ).fetchall()
-        return [name for (name,) in rows]
+        names = {name for (name,) in rows}
+        # Leave out the row-count side tables len() keeps beside each dict's table.
+        return sorted(n for n in names if not (n.endswith("__count") and n[:-7] in names))
 
     def _create(self, cx: Any) -> None:
         if self.jsonb:
@@ -249,7 +313,12 @@ class PostgresBackend(BackendBase):
                 raise ConnectionError(
                     f"lost the connection to PostgreSQL at {self._shown}: {str(exc).strip()}. "
                     "Check that the server is running; the next call reconnects"
-                    + (" (the open transaction was rolled back)" if self._depth else "")
+                    + (
+                        ". The open transaction() was rolled back: nothing was written; run "
+                        "the block again"
+                        if self._depth
+                        else ""
+                    )
                 ) from exc
             raise
 
@@ -264,6 +333,79 @@ class PostgresBackend(BackendBase):
                 if not (retry and cx.closed and not self._depth):
                     raise
             return self._connect().execute(statement, params)
+
+    def _locked_write(self, work: Callable[[Any], Any]) -> Any:
+        """Run ``work(connection)``, the statements of one write, in a short transaction
+        that first takes the table's shared lock in a statement of its own: under READ
+        COMMITTED the statements' snapshots are then taken after any transaction() that held
+        the table committed, so they see that block's rows.
+
+        Exactly once across a dropped connection: if it drops before COMMIT the server rolls
+        back and the write runs again on a new connection; if it drops while COMMIT is sent,
+        the transaction's id says whether it committed (``txid_status``)."""
+        if self._depth:  # inside transaction(): this session already holds the lock
+            with self._errors():
+                return work(self._conn)
+        with self._errors():
+            cx = self._conn
+            for again in (True, False):
+                xid: int | None = None
+                result: Any = None
+                try:
+                    first = cx.execute(
+                        f"BEGIN; SELECT pg_advisory_xact_lock_shared({self._lock}), txid_current()"
+                    )  # no parameters: one simple query, one round trip
+                    first.nextset()
+                    xid = int(first.fetchone()[1])
+                    result = work(cx)
+                    cx.execute("COMMIT")
+                    return result
+                except self._pg.OperationalError as exc:
+                    if not cx.closed:
+                        self._rollback(cx)
+                        raise
+                    if xid is not None and self._committed(xid, exc):
+                        return result
+                    if not again:
+                        raise
+                    cx = self._connect()  # nothing was written: run it again
+                except BaseException:
+                    self._rollback(cx)
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _rollback(self, cx: Any) -> None:
+        if not cx.closed and cx.info.transaction_status != self._pg.pq.TransactionStatus.IDLE:
+            cx.execute("ROLLBACK")
+
+    def _committed(self, xid: int, lost: BaseException) -> bool:
+        """Whether transaction ``xid``, whose connection dropped while its COMMIT was sent,
+        committed; asked over a new connection. The server may still be ending the old
+        session, so an "in progress" answer is asked again, for up to ``timeout`` seconds."""
+        try:
+            cx = self._connect()
+            deadline = time.monotonic() + max(self.timeout, 1.0)
+            while True:
+                row = cx.execute("SELECT txid_status(%s)", (xid,)).fetchone()
+                status = row[0] if row else None
+                if status != "in progress" or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.01)
+        except (ConnectionError, self._pg.Error) as again:
+            raise ConnectionError(
+                f"lost the connection to PostgreSQL at {self._shown} while committing "
+                f"({str(lost).strip()}), and can't ask the server whether it committed "
+                f"({str(again).strip()}): it was committed whole or not at all. Check that "
+                "the server is running, then read the data to see which"
+            ) from lost
+        if status in ("committed", "aborted"):
+            return bool(status == "committed")
+        raise ConnectionError(
+            f"lost the connection to PostgreSQL at {self._shown} while committing "
+            f"({str(lost).strip()}); the server can't say whether it committed (status "
+            f"{status!r}): it was committed whole or not at all. Check that the server is "
+            "running, then read the data to see which"
+        ) from lost
 
     def _read(self, statement: Any, params: Any = ()) -> list[Any]:
         try:
@@ -307,6 +449,8 @@ class PostgresBackend(BackendBase):
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
         column = _column_key(key)
+        # One statement, the lock in a CTE: its snapshot may predate a block that held the
+        # table, but ON CONFLICT finds and updates a row that block inserted all the same.
         statement = self._sql(
             "WITH l AS (SELECT pg_advisory_xact_lock_shared(%s)) "
             f"INSERT INTO {{t}} (key, {self._col}) SELECT %s, %s FROM l "
@@ -319,12 +463,9 @@ class PostgresBackend(BackendBase):
         column = _stored_key(key)
         if column is None:
             raise KeyError(key)
-        statement = self._sql(
-            "WITH l AS (SELECT pg_advisory_xact_lock_shared(%s)) "
-            "DELETE FROM {t} USING l WHERE key = %s"
-        )
-        # Not retried after a dropped connection: a delete that did run would then say 0 rows.
-        if self._run(statement, (self._lock, column), retry=False).rowcount == 0:
+        statement = self._sql("DELETE FROM {t} WHERE key = %s")
+        deleted = self._locked_write(lambda cx: cx.execute(statement, (column,)).rowcount)
+        if not deleted:
             raise KeyError(key)
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
@@ -334,29 +475,24 @@ class PostgresBackend(BackendBase):
             rows[_column_key(key)] = self._value(key, value)
         if not rows:
             return
-        with self._errors():
-            if self._depth:
-                self._upsert(self._conn, rows)
-                return
-            cx = self._conn
-            with cx.transaction():
-                cx.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._lock,))
-                self._upsert(cx, rows)
+        self._locked_write(lambda cx: self._upsert(cx, rows))
 
     def _upsert(self, cx: Any, rows: dict[str, Any]) -> None:
         col = self._col
+        kind = "text" if self.jsonb else "bytea"
         if len(rows) < _COPY_AT:
-            cx.cursor().executemany(
+            # One statement for the batch (two arrays), not one per row: the row count's
+            # triggers then run once. The keys are distinct, as ON CONFLICT needs.
+            cx.execute(
                 self._sql(
-                    f"INSERT INTO {{t}} (key, {col}) VALUES (%s, %s) "
-                    f"ON CONFLICT (key) DO UPDATE SET {col} = excluded.{col}"
+                    f"INSERT INTO {{t}} (key, {col}) SELECT * FROM unnest(%s::text[], "
+                    f"%s::{kind}[]) ON CONFLICT (key) DO UPDATE SET {col} = excluded.{col}"
                 ),
-                list(rows.items()),
+                (list(rows), list(rows.values())),
             )
             return
         # COPY into a session-private staging table, then one upsert: far fewer round trips.
         stage = f"pd_stage_{col}"
-        kind = "text" if self.jsonb else "bytea"
         cx.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} (key text, {col} {kind}) "
             "ON COMMIT DELETE ROWS"
@@ -374,12 +510,85 @@ class PostgresBackend(BackendBase):
 
     def clear(self) -> None:
         self.check_writable()
-        statement = "WITH l AS (SELECT pg_advisory_xact_lock_shared(%s)) DELETE FROM {t} USING l"
-        self._run(self._sql(statement), (self._lock,))
+        statement = self._sql("DELETE FROM {t}")
+        self._locked_write(lambda cx: cx.execute(statement))
 
     def count(self) -> int:
+        if self._counter is not None:
+            try:
+                return int(self._run(self._counter).fetchone()[0])
+            except (self._pg.errors.UndefinedTable, self._pg.errors.InsufficientPrivilege):
+                self._counter = None  # the side table was dropped, or is not ours to read
         rows = self._read(self._sql("SELECT count(*) FROM {t}"))
         return int(rows[0][0]) if rows else 0
+
+    # The row count kept by triggers (see the module docstring).
+
+    def _find_counter(self, cx: Any) -> Any:
+        """The statement reading the kept row count, or ``None`` to count rows. A writable
+        open installs the triggers where they are missing."""
+        where = cx.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = to_regclass(%s)",
+            (self._ident.as_string(cx),),
+        ).fetchone()
+        if where is None or len(self.table.encode()) + len(_COUNT_FN) > _MAX_NAME:
+            return None
+        sql = self._pg.sql
+        side = sql.Identifier(where[0], self.table + _COUNT)
+        if not self._counter_works(cx, side) and (
+            self.read_only or not self._install_counter(cx, where[0], side)
+        ):
+            return None
+        return sql.SQL("SELECT coalesce(sum(n), 0) FROM {}").format(side)
+
+    def _counter_works(self, cx: Any, side: Any) -> bool:
+        row = cx.execute(
+            "SELECT has_table_privilege(to_regclass(%s), 'SELECT') AND (SELECT count(*) FROM "
+            "pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = ANY(%s) "
+            "AND tgenabled <> 'D') = 3",
+            (side.as_string(cx), self._ident.as_string(cx), list(_TRIGGERS)),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _install_counter(self, cx: Any, schema: str, side: Any) -> bool:
+        sql = self._pg.sql
+        names = {"t": self._ident, "side": side}
+        function = sql.Identifier(schema, self.table + _COUNT_FN)
+        try:
+            with cx.transaction():
+                # Under the table's exclusive lock: no persistdict writer runs meanwhile, and
+                # CREATE TRIGGER then holds off plain SQL writers until the count is taken.
+                cx.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock,))
+                if self._counter_works(cx, side):
+                    return True  # another client installed it meanwhile
+                cx.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {side} "
+                        "(id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, n bigint NOT NULL)"
+                    ).format(**names)
+                )
+                cx.execute(sql.SQL(_COUNT_FUNCTION).format(f=function, **names))
+                for trigger, (event, rows) in _TRIGGERS.items():
+                    cx.execute(
+                        sql.SQL("DROP TRIGGER IF EXISTS {} ON {t}").format(
+                            sql.Identifier(trigger), **names
+                        )
+                    )
+                    create = (
+                        f"CREATE TRIGGER {{}} AFTER {event} ON {{t}} {rows} FOR EACH STATEMENT "
+                    )
+                    cx.execute(
+                        sql.SQL(create).format(sql.Identifier(trigger), **names)
+                        + sql.SQL("EXECUTE FUNCTION {}()").format(function)
+                    )
+                cx.execute(sql.SQL("TRUNCATE {side}").format(**names))
+                cx.execute(
+                    sql.SQL("INSERT INTO {side} (n) SELECT count(*) FROM {t}").format(**names)
+                )
+        except (self._pg.errors.InsufficientPrivilege, self._pg.errors.LockNotAvailable):
+            return False  # len() counts rows; a later open may install it
+        return True
 
     def _pages(self, columns: str) -> Iterator[list[Any]]:
         first = self._sql(f"SELECT {columns} FROM {{t}} ORDER BY key LIMIT {_PAGE}")
@@ -411,13 +620,7 @@ class PostgresBackend(BackendBase):
         with self._errors():
             cx = self._conn
             if self._depth == 0:
-                cx.execute("BEGIN")
-                try:
-                    cx.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock,))
-                except BaseException:
-                    if not cx.closed:
-                        cx.execute("ROLLBACK")
-                    raise
+                cx = self._begin(cx)
             else:
                 cx.execute(f"SAVEPOINT pd_{self._depth}")
         self._depth += 1
@@ -436,7 +639,49 @@ class PostgresBackend(BackendBase):
             raise
         self._depth -= 1
         with self._errors():
-            cx.execute("COMMIT" if self._depth == 0 else f"RELEASE SAVEPOINT pd_{self._depth}")
+            if self._depth:
+                cx.execute(f"RELEASE SAVEPOINT pd_{self._depth}")
+            else:
+                self._commit(cx)
+
+    def _begin(self, cx: Any) -> Any:
+        """BEGIN and take the table's lock; after a dropped connection (nothing was done
+        yet), once more on a new one. Returns the connection used."""
+        for again in (True, False):
+            try:
+                cx.execute("BEGIN")
+                cx.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock,))
+                return cx
+            except self._pg.OperationalError:
+                if not cx.closed:
+                    self._rollback(cx)
+                    raise
+                if not again:
+                    raise
+                cx = self._connect()
+            except BaseException:
+                self._rollback(cx)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _commit(self, cx: Any) -> None:
+        # The transaction's id, if it wrote anything, tells after a connection dropped during
+        # COMMIT whether the block was written.
+        xid: Any = _UNSENT
+        try:
+            row = cx.execute("SELECT txid_current_if_assigned()").fetchone()
+            xid = None if row is None or row[0] is None else int(row[0])
+            cx.execute("COMMIT")
+        except self._pg.OperationalError as exc:
+            if not cx.closed:
+                raise
+            if xid is not _UNSENT and (xid is None or self._committed(xid, exc)):
+                return  # written whole (or there was nothing to write)
+            raise ConnectionError(
+                f"lost the connection to PostgreSQL at {self._shown} while committing "
+                f"a transaction() ({str(exc).strip()}); nothing was written. Check that the "
+                "server is running and run the block again; the next call reconnects"
+            ) from exc
 
     # Lifecycle.
 
@@ -457,6 +702,12 @@ class PostgresBackend(BackendBase):
         ro = " read-only" if self.read_only else ""
         where = f"{self.schema}.{self.table}" if self.schema else self.table
         return f"postgres {self._shown} table {where!r}{ro}"
+
+
+def _lock_timeout_ms(timeout: float) -> int:
+    """PostgreSQL's ``lock_timeout`` for a wait of ``timeout`` seconds. 0 there means no limit,
+    so "don't wait" becomes the shortest wait it has, 1 ms; it holds at most 2**31 - 1 ms."""
+    return min(max(1, round(timeout * 1000)), _MAX_LOCK_TIMEOUT_MS)
 
 
 def _column_key(key: str) -> str:

@@ -5,8 +5,8 @@ URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) and
 string or as keyword arguments, with the same names (see :class:`RedisBackend`).
 
 The dict lives in the hash named ``prefix + table``; fields are the keys (UTF-8), field values
-the serializer's output. Nothing else is stored, except a short-lived lock key during
-``transaction()``.
+the serializer's output. Nothing else is stored, except short-lived keys beside the hash: a
+lock key during ``transaction()``, and markers that expire after a minute (see below).
 
 Durability: with ``commit_every=0`` each write is acknowledged by the server before the call
 returns; whether it survives a *server* crash is the server's ``appendonly``/``save``
@@ -28,6 +28,15 @@ write by a program that doesn't use persistdict, or the lock expiring after ``lo
 seconds (that is how a crashed holder's lock frees itself). Then nothing is written and
 LockedError says to run the block again.
 
+Lost connections. redis-py sends a command again after the connection drops (``retries``),
+and the first one may have run with only its answer lost. Every write is safe to repeat: a
+set, update or clear writes the same again; a delete leaves its answer (whether the key was
+there) in a marker that a repeat returns, so it doesn't raise KeyError for a key it deleted;
+taking the transaction lock finds the lock already ours. The commit of ``transaction()`` is
+never repeated: if the connection drops while it is sent, the marker it writes tells whether
+the block was written; if it was, the call returns, and if not, ConnectionError says that
+nothing was written.
+
 Iteration uses HSCAN, so memory stays flat. As with every Redis SCAN, a key present for the
 whole iteration is seen; a key may repeat only if the hash shrinks (another client deleting
 many keys) meanwhile.
@@ -35,6 +44,7 @@ many keys) meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +62,7 @@ from persistdict.backends.base import (
     import_driver,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
+from persistdict.locking import check_timeout
 from persistdict.urls import mask_password, url_options
 
 __all__ = ["RedisBackend"]
@@ -68,7 +79,14 @@ _RELEASE = (
 # transaction holds the lock instead of breaking it: -1 means "locked, try again". ARGV:
 # clear first ("1"/"0"), the number n of fields to delete, those fields, then field/value
 # pairs to set. Returns how many fields were deleted. Chunks stay below Lua's unpack limit.
+# redis-py sends a command again after a dropped connection, and the first one may have run:
+# a call whose answer matters (a delete: KeyError or not) names a reply key KEYS[3], unique
+# to the call, where the first run leaves its answer for a repeat to return.
 _APPLY = """
+if KEYS[3] then
+  local done = redis.call('get', KEYS[3])
+  if done then return tonumber(done) end
+end
 if redis.call('exists', KEYS[2]) == 1 then return -1 end
 if ARGV[1] == '1' then redis.call('unlink', KEYS[1]) end
 local n = tonumber(ARGV[2])
@@ -84,12 +102,25 @@ while i <= #ARGV do
   redis.call('hset', KEYS[1], unpack(ARGV, i, j))
   i = j + 1
 end
+if KEYS[3] then redis.call('set', KEYS[3], removed, 'px', 60000) end
 return removed
 """
-_OPTIONS = {
+# Take the transaction lock, or find it already ours (a repeat after a lost answer); -1 while
+# another client holds it. ARGV: this transaction's token, the lock's ttl in ms.
+_ACQUIRE = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then return 1 end
+if holder then return -1 end
+redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+return 1
+"""
+# How long a transaction's "committed" marker and a delete's answer stay: long enough for the
+# client to reconnect and read it after losing the connection, short enough to cost nothing.
+_MARKER_MS = 60_000
+_OPTIONS: dict[str, Callable[[str], Any]] = {
     "db": int,
     "prefix": str,
-    "timeout": float,
+    "timeout": lambda text: check_timeout(float(text)),
     "lock_ttl": float,
     "socket_timeout": float,
     "socket_connect_timeout": float,
@@ -197,8 +228,13 @@ class RedisBackend(BackendBase):
         self.hash_name = self.prefix + self.table
         self._key = self.hash_name.encode("utf-8")
         self._lock_key = self._key + b":persistdict-lock"
-        self.timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+        self.timeout = check_timeout(options.get("timeout", DEFAULT_TIMEOUT))
         self.lock_ttl = float(options.get("lock_ttl", DEFAULT_LOCK_TTL))
+        if not 0 < self.lock_ttl < float("inf"):
+            raise ValueError(
+                f"{self._shown}: lock_ttl must be a finite number of seconds > 0, "
+                f"not {self.lock_ttl!r}"
+            )
         self.commit_every = commit_every
         self.read_only = flag == "r"
         self._layers: list[_Layer] = []  # transaction levels, or the commit_every batch
@@ -263,6 +299,7 @@ class RedisBackend(BackendBase):
         client = self._redis.Redis(**self._connect_args)
         self._release = client.register_script(_RELEASE)
         self._apply_script = client.register_script(_APPLY)
+        self._acquire_script = client.register_script(_ACQUIRE)
         self._client = client
         self._generation = fork_generation()
         return client
@@ -323,18 +360,20 @@ class RedisBackend(BackendBase):
         for i in range(0, len(kept), _CHUNK):
             pipe.hset(self._key, mapping=dict(kept[i : i + _CHUNK]))
 
-    def _apply(self, layer: _Layer) -> int:
+    def _apply(self, layer: _Layer, *, answer_once: bool = False) -> int:
         """Write ``layer`` at once, all or nothing, after any transaction holding the lock;
-        return how many of its deletions removed a field."""
+        return how many of its deletions removed a field. ``answer_once``: that number must
+        stay true when redis-py repeats the call after a lost answer (see ``_APPLY``)."""
+        keys = [self._key, self._lock_key]
+        if answer_once:
+            keys.append(self._key + b":persistdict-reply:" + secrets.token_hex(12).encode())
         gone = [k for k, v in layer.writes.items() if v is None]
         args: list[bytes] = [b"1" if layer.cleared else b"0", str(len(gone)).encode(), *gone]
         for k, v in layer.writes.items():
             if v is not None:
                 args += (k, v)
         with self._errors():
-            removed = self._until_unlocked(
-                lambda: self._apply_script(keys=[self._key, self._lock_key], args=args)
-            )
+            removed = self._until_unlocked(lambda: self._apply_script(keys=keys, args=args))
         return int(removed)
 
     def _until_unlocked(self, attempt: Callable[[], Any]) -> Any:
@@ -407,7 +446,7 @@ class RedisBackend(BackendBase):
             raise KeyError(key) from None
         layer = self._buffer()
         if layer is None:
-            if not self._apply(_Layer({k: None})):
+            if not self._apply(_Layer({k: None}), answer_once=True):
                 raise KeyError(key)
             return
         if not self.contains(key):
@@ -481,13 +520,18 @@ class RedisBackend(BackendBase):
         token = secrets.token_hex(16).encode()
         ttl_ms = max(1, int(self.lock_ttl * 1000))
         with self._errors():
-            self._until_unlocked(lambda: self._r.set(self._lock_key, token, nx=True, px=ttl_ms))
             self._token = token
             try:
+                self._until_unlocked(
+                    lambda: self._acquire_script(keys=[self._lock_key], args=[token, ttl_ms])
+                )
                 self._watch = self._r.pipeline(transaction=True)
                 self._watch.watch(self._key, self._lock_key)
             except BaseException:
-                self._end_outermost()
+                # Also when the lock's answer was lost: it may be ours, and must not wait
+                # for lock_ttl. Freeing it is best effort; the original error is the news.
+                with contextlib.suppress(self._redis.exceptions.RedisError):
+                    self._end_outermost()
                 raise
 
     def _end_outermost(self) -> None:
@@ -504,13 +548,20 @@ class RedisBackend(BackendBase):
             with self._errors():
                 self._end_outermost()
             return
+        lost = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        committed = self._lock_key + b":committed:" + self._token
         with self._errors():
             try:
                 self._watch.multi()
                 self._queue(self._watch, layer)
                 self._watch.delete(self._lock_key)
+                self._watch.set(committed, b"1", px=_MARKER_MS)
                 self._watch.execute()
-            except redis.exceptions.WatchError as exc:
+            except (redis.exceptions.WatchError, *lost) as exc:
+                # redis-py turns a connection lost while WATCHing into a WatchError.
+                if isinstance(exc, lost) or isinstance(exc.__context__, lost):
+                    self._after_lost_commit(committed, exc)
+                    return
                 self._end_outermost()
                 raise LockedError(
                     f"{self.describe()}: a client not using persistdict wrote to the hash "
@@ -519,6 +570,31 @@ class RedisBackend(BackendBase):
                 ) from exc
             self._watch.reset()
             self._watch = None
+
+    def _after_lost_commit(self, committed: bytes, exc: BaseException) -> None:
+        """The connection dropped while EXEC was sent: the marker EXEC writes says whether
+        the block was written. Return if it was; else free the lock and say so."""
+        lost = (self._redis.exceptions.ConnectionError, self._redis.exceptions.TimeoutError)
+        watch, self._watch = self._watch, None
+        with contextlib.suppress(*lost):
+            watch.reset()  # its connection is gone, and with it the WATCH: give it back
+        try:
+            written = bool(self._r.exists(committed))
+            if not written:
+                self._release(keys=[self._lock_key], args=[self._token])
+        except lost as again:
+            raise ConnectionError(
+                f"lost the connection to Redis at {self._shown} while committing a "
+                f"transaction() ({again}), and it can't be reached to learn whether the block "
+                "was written: it was written whole or not at all. Check that the server is "
+                "running, then look at the data before running the block again"
+            ) from exc
+        if not written:
+            raise ConnectionError(
+                f"lost the connection to Redis at {self._shown} while committing a "
+                f"transaction() ({exc}); nothing was written. Check that the server is "
+                "running and run the block again"
+            ) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
