@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import sys
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -26,6 +27,11 @@ __all__ = ["DEFAULT_TIMEOUT", "FileLock", "check_timeout", "forked_writer_error"
 DEFAULT_TIMEOUT = 10.0
 
 _held: weakref.WeakSet[FileLock] = weakref.WeakSet()
+
+# The locks this process holds, by lock file, with the thread that took each. A second open
+# in the thread that holds the lock could only wait for itself: it fails at once. Another
+# thread waits, as another process does, since the holder may close meanwhile.
+_holders: weakref.WeakValueDictionary[str, FileLock] = weakref.WeakValueDictionary()
 
 
 def forked_writer_error(path: str) -> ClosedError:
@@ -79,6 +85,7 @@ class FileLock:
         self.path = lock_path_for(path)
         self.timeout = check_timeout(timeout)
         self._fd: int | None = None
+        self._thread = 0  # the thread that took the lock
 
     @property
     def held(self) -> bool:
@@ -88,6 +95,13 @@ class FileLock:
         """Take the lock, waiting up to ``timeout`` seconds; ``LockedError`` after that."""
         if self._fd is not None:
             return
+        other = _holders.get(str(self.path))
+        if other is not None and other.held and other._thread == threading.get_ident():
+            raise LockedError(
+                f"{self.data_path!r} is already open for writing in this thread, by another "
+                "dict: waiting would never end. Use that dict or close it first; to read "
+                "alongside it, open with flag='r'"
+            )
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except FileNotFoundError:
@@ -127,7 +141,9 @@ class FileLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0) if hasattr(os, "pwrite") else None
         self._fd = fd
+        self._thread = threading.get_ident()
         _held.add(self)
+        _holders[str(self.path)] = self
 
     @staticmethod
     def _holder_pid(fd: int) -> int | None:
@@ -150,6 +166,8 @@ class FileLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             _held.discard(self)
+            if _holders.get(str(self.path)) is self:
+                del _holders[str(self.path)]
             os.close(fd)  # closing the last descriptor drops the lock
 
     def forget_after_fork(self) -> None:
@@ -169,6 +187,7 @@ def _forget_all_after_fork() -> None:
     for lock in list(_held):
         lock.forget_after_fork()
     _held.clear()
+    _holders.clear()  # the child holds none; its own open of the file waits for the parent
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch
