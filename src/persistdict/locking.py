@@ -9,7 +9,6 @@ the folder in a state that blocks the next open.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sys
 import threading
@@ -17,7 +16,7 @@ import time
 import weakref
 from pathlib import Path
 
-from persistdict.errors import ClosedError, LockedError
+from persistdict.errors import ClosedError, LockedError, no_such
 
 __all__ = ["DEFAULT_TIMEOUT", "FileLock", "check_timeout", "forked_writer_error", "lock_path_for"]
 
@@ -105,11 +104,10 @@ class FileLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except FileNotFoundError:
-            raise FileNotFoundError(
-                errno.ENOENT,
-                f"can't open {self.data_path!r}: the folder {str(self.path.parent)!r} does not "
-                "exist; create it first",
+            raise no_such(
+                f"folder {str(self.path.parent)!r} to hold the file",
                 self.data_path,
+                "create it first",
             ) from None
         except PermissionError as exc:
             # The side file was left by another user (created 0o644 under their umask): a
@@ -127,9 +125,13 @@ class FileLock:
                     by = f" by process {holder}" if holder else ""
                     if holder == os.getpid():
                         by += " (this process: another dict open on the same file)"
-                    raise LockedError(
+                    locked = (
                         f"{self.data_path!r} is locked for writing{by}; waited {self.timeout:g}s."
-                        " Close the other writer, pass a longer timeout=, or open with flag='r'"
+                        " Close the other writer, pass a longer"
+                    )
+                    raise LockedError(
+                        f"{locked} timeout=, or open with flag='r'",
+                        cli_message=f"{locked} --timeout",
                     )
                 time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
                 delay = min(delay * 2, 0.1)

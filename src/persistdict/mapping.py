@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 from persistdict.backends.base import Backend, BackendBase, adapt
 from persistdict.errors import ClosedError, CorruptError
 from persistdict.locking import DEFAULT_TIMEOUT
-from persistdict.serializers import Serializer, serializer_for
+from persistdict.serializers import Serializer, serializer_for, why_not_json
 
 __all__ = ["PersistDict"]
 
@@ -41,7 +41,7 @@ _CHUNK = 256  # keys fetched per lock hold while iterating
 
 def _unencodable(key: str, exc: Exception) -> Exception:
     kind = TypeError if isinstance(exc, TypeError) else ValueError
-    return kind(f"can't store the value for key {key!r}: {exc}")
+    return kind(f"can't store the value for key {key!r}: {why_not_json(exc)}")
 
 
 def _bad_key(key: object) -> None:
@@ -117,10 +117,15 @@ class PersistDict(MutableMapping[str, Any]):
 
     def _undecodable(self, key: str, exc: Exception) -> CorruptError:
         # A damaged file, or one written with another serializer: say which, change nothing.
-        return CorruptError(
+        found = (
             f"{self._label}: the stored value of key {key!r} can't be decoded by "
-            f"{self._serializer!r} ({type(exc).__name__}: {exc}). It was left untouched; open "
-            "with the serializer that wrote it, or run check() and restore a backup"
+            f"{self._serializer!r} ({type(exc).__name__}: {exc}). It was left untouched"
+        )
+        return CorruptError(
+            f"{found}; open it with the serializer that wrote it (serializer=), or run "
+            "d.backend.check() and restore a backup",
+            cli_message=f"{found}; pass --serializer with the one that wrote it, or run "
+            "`persistdict check` and restore a backup",
         )
 
     def _raise_closed(self) -> NoReturn:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dbm
-import errno
 import os
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
-from persistdict.errors import ClosedError, CorruptError
+from persistdict.errors import ClosedError, CorruptError, no_such
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
 __all__ = ["DbmBackend"]
@@ -48,14 +47,11 @@ class DbmBackend(BackendBase):
         self.read_only = flag == "r"
         kind = dbm.whichdb(self.path)
         if kind is None and flag in ("r", "w"):
-            raise FileNotFoundError(
-                errno.ENOENT,
-                f"no dbm database at {self.path!r}; open it with flag='c' to create it",
-                self.path,
-            )
+            raise no_such("dbm database", self.path)
         if kind == "":
             raise CorruptError(
-                f"{self.path!r} exists but no dbm module recognises it; it was left untouched"
+                f"{self.path!r} exists but no dbm module of this Python recognises it; it was "
+                "left untouched. Check the path, or restore a backup"
             )
         self._lock: FileLock | None = None
         self._generation = fork_generation()
@@ -67,7 +63,10 @@ class DbmBackend(BackendBase):
             self._db: Any = opener(self.path, flag, 0o666 if mode is None else mode)
         except dbm.error[0] as exc:
             self._release()
-            raise CorruptError(f"can't open the dbm database {self.path!r}: {exc}") from exc
+            raise CorruptError(
+                f"can't open the dbm database {self.path!r}: {exc}. It was left untouched; "
+                "restore a backup, or open it with the Python whose dbm module wrote it"
+            ) from exc
         except BaseException:
             self._release()
             raise

@@ -9,9 +9,9 @@ lock and see whole versions only, because every write replaces the file atomical
 from __future__ import annotations
 
 import copy
-import errno
 import hashlib
 import os
+import shlex
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
-from persistdict.errors import CorruptError
+from persistdict.errors import CorruptError, no_such
 from persistdict.fileio import atomic_write, previous_path, remove_stale_temps, restore_previous
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
@@ -68,11 +68,7 @@ class SnapshotBackend(BackendBase):
         self._saved: list[dict[str, Any]] = []
         exists = os.path.exists(self.path)
         if not exists and flag in ("r", "w"):
-            raise FileNotFoundError(
-                errno.ENOENT,
-                f"no such file: {self.path!r}; open it with flag='c' to create it",
-                self.path,
-            )
+            raise no_such("file", self.path)
         if not self.read_only:
             self._lock = FileLock(self.path, timeout)
             self._lock.acquire()
@@ -115,21 +111,31 @@ class SnapshotBackend(BackendBase):
             data = self.decode(raw)
         except Exception as exc:  # decode reports every fault as ValueError; be safe anyway
             if not recover:
-                raise CorruptError(f"{self._fault(raw, exc)}. {self._way_back()}") from exc
+                raise self._corrupt(self._fault(raw, exc)) from exc
             data, raw = self._recover(self._fault(raw, exc), exc)
         self._data = data
         self._digest = hashlib.blake2b(raw).digest()
         self._digest_is_ours = False
         self._dirty = False
 
-    def _way_back(self) -> str:
+    def _corrupt(self, fault: str) -> CorruptError:
+        """The error for a damaged file, with the ways back that lose nothing unasked."""
+        check = f"`persistdict check {shlex.quote(self.path)}`"
         try:
             saved = _utc(os.stat(previous_path(self.path)).st_mtime)
         except OSError:
-            return "It was left untouched; repair it, restore a backup, or open with flag='n'"
-        return (
-            f"It was left untouched. The previous generation, saved {saved}, is kept beside it: "
-            "open with recover=True to restore it (changes saved after it are lost)"
+            return CorruptError(
+                f"{fault}. It was left untouched: repair it ({check} says when it parses) or "
+                "restore a backup"
+            )
+        kept = f"It was left untouched. Its previous generation, saved {saved}, is kept beside it"
+        lost = "what was saved after it is lost"
+        return CorruptError(
+            f"{fault}. {kept}: open with recover=True to restore it ({lost}), or restore a "
+            f"backup, or repair the file ({check} says when it parses)",
+            cli_message=f"{fault}. {kept}: rerun with --recover to use it (a command that "
+            f"writes restores it; {lost}), or restore a backup, or repair the file "
+            f"({check} says when it parses)",
         )
 
     def _recover(self, fault: str, exc: Exception) -> tuple[dict[str, Any], bytes]:
@@ -140,16 +146,18 @@ class SnapshotBackend(BackendBase):
             saved = _utc(os.stat(prev).st_mtime)
             broken = _utc(os.stat(self.path).st_mtime)
         except FileNotFoundError:
+            found = f"found no previous generation ({str(prev)!r}) to restore"
+            way = "it was left untouched: repair it or restore a backup"
             raise CorruptError(
-                f"{fault}. recover=True found no previous generation ({str(prev)!r}) to restore;"
-                " repair the file, restore a backup, or open with flag='n'"
+                f"{fault}. recover=True {found}; {way}",
+                cli_message=f"{fault}. --recover {found}; {way}",
             ) from exc
         try:
             data = self.decode(raw)
         except Exception as prev_exc:
             raise CorruptError(
                 f"{fault}. Its previous generation {str(prev)!r} is damaged too ({prev_exc}); "
-                "both were left untouched"
+                "both were left untouched: restore a backup"
             ) from exc
         if self.read_only:
             done = "read the previous generation instead; no file was changed"
@@ -157,7 +165,7 @@ class SnapshotBackend(BackendBase):
             kept = restore_previous(self.path)
             done = f"restored the previous generation; the damaged file is kept as {str(kept)!r}"
         warnings.warn(
-            f"{fault}. recover=True {done}. It holds {len(data)} keys as saved {saved}; "
+            f"{fault}. recover=True {done}. It holds {_keys(len(data))} as saved {saved}; "
             f"whatever was saved after that, up to the damaged version of {broken}, is lost",
             UserWarning,
             stacklevel=5,
@@ -309,6 +317,10 @@ class SnapshotBackend(BackendBase):
 
     def describe(self) -> str:
         return f"{self.name} {self.path!r}" + (" read-only" if self.read_only else "")
+
+
+def _keys(n: int) -> str:
+    return "1 key" if n == 1 else f"{n} keys"
 
 
 def _utc(timestamp: float) -> str:

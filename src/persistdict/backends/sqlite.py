@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import sqlite3
 import time
 import weakref
@@ -38,7 +39,7 @@ from persistdict.backends.base import (
     check_table_name,
     fork_generation,
 )
-from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
+from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError, no_such
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 
 __all__ = ["SqliteBackend"]
@@ -238,11 +239,10 @@ class SqliteBackend(BackendBase):
     def _connect(self, *, initial: bool = False) -> sqlite3.Connection:
         exists = os.path.exists(self.path)
         if not exists and self.flag in ("r", "w"):
-            raise FileNotFoundError(
-                errno.ENOENT,
-                f"no such file: {self.path!r}; open it with flag='c' to create it",
-                self.path,
-            )
+            raise no_such("file", self.path)
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not exists and not os.path.isdir(folder):  # sqlite3 would say "unable to open"
+            raise no_such(f"folder {folder!r} to hold the file", self.path, "create it first")
         if not exists and self._mode is not None:
             # sqlite3 creates files as 0644; create it ourselves to honour mode (an empty file
             # is a valid empty database).
@@ -301,9 +301,12 @@ class SqliteBackend(BackendBase):
         # (a closed connection lingers until its last statement is gone).
         columns = [row[1] for row in cx.execute(f'PRAGMA table_info("{self.table}")').fetchall()]
         if columns[:2] != ["key", "value"] or len(columns) != 2:
-            raise CorruptError(
+            found = (
                 f"{self.path!r} has a table {self.table!r} that persistdict did not create "
-                f"(columns: {', '.join(columns)}); it was left untouched. Pass table= another name"
+                f"(columns: {', '.join(columns)}); it was left untouched. Pass"
+            )
+            raise CorruptError(
+                f"{found} table= another name", cli_message=f"{found} --table another name"
             )
 
     @property
@@ -343,9 +346,12 @@ class SqliteBackend(BackendBase):
 
     def _damaged(self, what: str) -> CorruptError:
         # The table's schema forbids this, so the file was damaged or edited by another program.
+        found = f"{self.path!r} table {self.table!r} holds {what}: the file is damaged"
+        check = f"`persistdict check {shlex.quote(self.path)}`"
         return CorruptError(
-            f"{self.path!r} table {self.table!r} holds {what}: the file is damaged. Run "
-            "check() (PRAGMA integrity_check) to see more, and restore a backup"
+            f"{found}. Run d.backend.check() or {check} (PRAGMA integrity_check) to see more, "
+            "and restore a backup",
+            cli_message=f"{found}. Run {check} to see more, and restore a backup",
         )
 
     def _errors(self) -> _Translating:

@@ -7,15 +7,20 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any, TextIO
 
 import persistdict
 from persistdict import migrate
+from persistdict.backends import backend_class
+from persistdict.detect import detect_backend
 from persistdict.mapping import PersistDict
 from persistdict.migrate.sqlite_sources import connect_read_only, key_value_tables
 from persistdict.migrate.target import writing
+from persistdict.serializers import why_not_json
 from persistdict.urls import mask_password, split_scheme
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "cmd_load",
     "cmd_set",
     "error",
+    "explain",
     "one_line",
 ]
 
@@ -80,7 +86,29 @@ def _open(args: argparse.Namespace, target: str, flag: str) -> PersistDict:
     options = _options(args)
     if args.table is not None:
         options["table"] = args.table
+    _add_recover(args, target, options)
     return persistdict.open(target, flag, backend=args.backend, format=args.format, **options)
+
+
+def _add_recover(args: argparse.Namespace, target: str, options: dict[str, Any]) -> None:
+    if not getattr(args, "recover", False):
+        return
+    chosen = detect_backend(target, args.format) if args.backend == "auto" else args.backend
+    if not getattr(backend_class(chosen), "stores_objects", False):
+        raise UsageError(
+            f"--recover puts back the previous generation of a json, csv or pickle file; "
+            f"{mask_password(target)!r} is a {chosen} store, which keeps none"
+        )
+    options["recover"] = True
+
+
+def _strict_json(text: str | bytes) -> Any:
+    """``json.loads`` refusing NaN and Infinity, which other JSON readers reject."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON; store null or a string instead")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def _label(d: PersistDict) -> str:
@@ -89,9 +117,11 @@ def _label(d: PersistDict) -> str:
 
 def _dumps(key: str, value: Any) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"the value of key {key!r} can't be shown as JSON: {exc}") from exc
+        raise UsageError(
+            f"the value of key {key!r} can't be shown as JSON: {why_not_json(exc)}"
+        ) from exc
 
 
 # The commands.
@@ -118,10 +148,11 @@ def cmd_set(args: argparse.Namespace) -> int:
         value: Any = args.value
     else:
         try:
-            value = json.loads(args.value)
-        except json.JSONDecodeError as exc:
+            value = _strict_json(args.value)
+        except ValueError as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise UsageError(
-                f"VALUE {args.value!r} is not JSON ({exc.msg}); to store it as a string, "
+                f"VALUE {args.value!r} is not JSON ({why}); to store it as a string, "
                 f"quote it ('\"{args.value}\"') or pass --text"
             ) from None
     with _open(args, args.target, "c") as d:
@@ -148,15 +179,19 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    with _open(args, args.target, "r") as d:
-        out = sys.stdout
-        # Streamed one item per line, so memory stays flat however large the dict is.
-        first = True
-        for key, value in d.items():
-            out.write(("{\n  " if first else ",\n  ") + json.dumps(key, ensure_ascii=False))
-            out.write(": " + _dumps(key, value))
-            first = False
-        out.write("{}\n" if first else "\n}\n")
+    # Streamed one item per line into a spool (memory up to 8 MiB, then a temp file), and
+    # copied to stdout only once whole: a dump that fails midway prints nothing, so
+    # `persistdict dump data.db > backup.json` never leaves a backup that looks complete.
+    with tempfile.SpooledTemporaryFile(8 << 20, "w+", encoding="utf-8", newline="") as out:
+        with _open(args, args.target, "r") as d:
+            first = True
+            for key, value in d.items():
+                out.write(("{\n  " if first else ",\n  ") + json.dumps(key, ensure_ascii=False))
+                out.write(": " + _dumps(key, value))
+                first = False
+            out.write("{}\n" if first else "\n}\n")
+        out.seek(0)
+        shutil.copyfileobj(out, sys.stdout)
     return EXIT_OK
 
 
@@ -168,19 +203,21 @@ def cmd_load(args: argparse.Namespace) -> int:
         )
     raw = sys.stdin.buffer.read()
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = _strict_json(raw)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UsageError(f"stdin is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise UsageError(f"stdin holds a JSON {type(data).__name__}; load needs an object")
     existing = "replace" if args.replace else "merge"
+    options = _options(args)
+    _add_recover(args, args.target, options)
     with writing(
         args.target,
         backend=args.backend,
         fmt=args.format,
         table=args.table or "items",
         existing=existing,
-        **_options(args),
+        **options,
     ) as (d, _):
         d.update(data)
     return EXIT_OK
@@ -195,8 +232,9 @@ def _progress(stream: TextIO) -> migrate.Progress:
             return
         last[0] = now
         of = f" of {total:,}" if total is not None else ""
-        rate = done / seconds if seconds > 0 else 0.0
-        stream.write(f"\r{done:,}{of} keys, {rate:,.0f} keys/s\x1b[K")
+        # A rate over less than a second measures the setup more than the copy.
+        rate = f", {done / seconds:,.0f} keys/s" if seconds >= 1 else ""
+        stream.write(f"\r{done:,}{of} keys{rate}\x1b[K")
         stream.flush()
 
     return show
@@ -235,7 +273,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         d = _open(args, args.target, "r")
     except persistdict.CorruptError as exc:
-        print(f"broken: {one_line(str(exc))}")
+        print(f"broken: {one_line(explain(exc))}")
         return EXIT_MISSING
     with d:
         label = _label(d)
@@ -244,7 +282,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             for problem in problems:
                 print(f"broken: {label}: {problem}")
             return EXIT_MISSING
-        print(f"ok: {label}: {len(d)} keys, every value readable")
+        count = len(d)
+        print(f"ok: {label}: {count} key{'' if count == 1 else 's'}, every value readable")
     return EXIT_OK
 
 
@@ -266,7 +305,7 @@ def _problems(d: PersistDict, limit: int = 20) -> list[str]:
                     problems.append(f"stopped after {limit} bad values")
                     break
     except persistdict.CorruptError as exc:
-        problems.append(str(exc))
+        problems.append(explain(exc))
     return problems
 
 
@@ -335,6 +374,12 @@ def cmd_info(args: argparse.Namespace) -> int:
             value = ", ".join(value)
         print(f"{name}: {value}")
     return EXIT_OK
+
+
+def explain(exc: BaseException) -> str:
+    """An error's message as the command line shows it: with the remedies a shell user
+    has (``--recover``, ``--timeout``), not Python arguments."""
+    return getattr(exc, "cli_message", None) or str(exc)
 
 
 def one_line(text: str) -> str:
