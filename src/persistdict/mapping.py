@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from persistdict.backends.base import Backend, BackendBase, adapt
+from persistdict.backends.snapshot import SnapshotBackend
 from persistdict.errors import ClosedError, CorruptError
 from persistdict.locking import DEFAULT_TIMEOUT
 from persistdict.serializers import Serializer, serializer_for, why_not_json
@@ -472,19 +473,25 @@ class PersistDict(MutableMapping[str, Any]):
             backend.set_many(changed)
         cache.clear()
 
-    def flush(self) -> None:
+    def flush(self, force: bool = False) -> None:
         """Write pending changes and make them durable.
 
         Snapshot files are replaced atomically and only when their contents changed; if the
         write fails (disk full), the old file and the in-memory data are both intact, so a
-        retry loses nothing. Per-key backends commit pending batches (``commit_every``) and,
-        with ``writeback=True``, write back cached values that changed.
+        retry loses nothing. If another program changed the file since this dict loaded or
+        saved it, nothing is written and :class:`~persistdict.ConflictError` is raised:
+        :meth:`refresh` takes that version, ``force=True`` writes over it. Per-key backends
+        commit pending batches (``commit_every``) and, with ``writeback=True``, write back
+        cached values that changed; ``force`` changes nothing for them.
         """
         with self._lock:
             backend = self.backend
             if self._cache is not None:
                 self._write_back(backend)
-            backend.flush()
+            if force and isinstance(backend, SnapshotBackend):
+                backend.flush(force=True)
+            else:
+                backend.flush()
 
     sync = flush
 
@@ -549,7 +556,12 @@ class PersistDict(MutableMapping[str, Any]):
         return f"<PersistDict {self._label}{state}>"
 
     def refresh(self) -> None:
-        """Reload a snapshot file opened read-only, to see what a writer flushed since."""
+        """Reload a snapshot file (json, csv, pickle) from disk.
+
+        Opened read-only, the dict then sees what a writer flushed since. A writer takes the
+        version another program saved (after :class:`~persistdict.ConflictError`), dropping
+        its own unsaved changes. Not allowed inside ``transaction()``.
+        """
         with self._lock:
             refresh = getattr(self.backend, "refresh", None)
             if refresh is None:

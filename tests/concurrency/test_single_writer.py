@@ -230,9 +230,10 @@ def test_killed_writer_leaves_nothing_that_blocks_the_next_open(
 def test_missing_folder_is_named_and_nothing_is_created(tmp_path: Path) -> None:
     for name in ("state.json", "shelf"):
         target = tmp_path / "missing" / name
-        with pytest.raises(FileNotFoundError, match=r"the folder .*missing' does not exist") as e:
+        with pytest.raises(FileNotFoundError, match=r"No such folder .*missing' to hold") as e:
             persistdict.open(target, backend="dbm" if name == "shelf" else "auto")
-        assert str(e.value).startswith(f"[Errno 2] can't open {str(target)!r}")
+        assert str(e.value).endswith(f"(create it first): {str(target)!r}")
+        assert e.value.filename == str(target)
     assert list(tmp_path.iterdir()) == []
 
 
