@@ -384,6 +384,18 @@ def test_dump_of_a_large_dict_is_whole(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == data
 
 
+def test_closed_and_one_byte_messages_read_right(tmp_path: Path) -> None:
+    d = persistdict.open(tmp_path / "state.json")
+    d.close()
+    with pytest.raises(persistdict.ClosedError) as closed:
+        d["a"]
+    assert "(closed)" not in str(closed.value)
+    assert str(closed.value).startswith(f"json {str(tmp_path / 'state.json')!r} is closed;")
+    (tmp_path / "one.json").write_bytes(b"{")
+    with pytest.raises(persistdict.CorruptError, match=r"\(1 byte\) is not a valid JSON file"):
+        persistdict.open(tmp_path / "one.json")
+
+
 def test_recover_warning_is_singular_for_one_key(tmp_path: Path) -> None:
     path = _two_generations(tmp_path, "json")
     _damage(path)

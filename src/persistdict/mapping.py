@@ -130,7 +130,7 @@ class PersistDict(MutableMapping[str, Any]):
         )
 
     def _raise_closed(self) -> NoReturn:
-        raise ClosedError(f"{self!r} is closed; open it again with persistdict.open()")
+        raise ClosedError(f"{self._label} is closed; open it again with persistdict.open()")
 
     def _encode(self, key: str, value: Any) -> Any:
         try:

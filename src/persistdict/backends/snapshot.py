@@ -122,7 +122,8 @@ class SnapshotBackend(BackendBase):
     # Loading and saving.
 
     def _fault(self, raw: bytes, exc: Exception) -> str:
-        return f"{self.path!r} ({len(raw)} bytes) is not a valid {self.format_name} file: {exc}"
+        size = _count(len(raw), "byte")
+        return f"{self.path!r} ({size}) is not a valid {self.format_name} file: {exc}"
 
     def _load(self, recover: bool = False) -> None:
         with open(self.path, "rb") as f:
@@ -174,12 +175,15 @@ class SnapshotBackend(BackendBase):
         if digest in (self._disk_digest, writing):  # the same bytes, touched or copied over
             self._remember(seen, digest)
             return
-        raise ConflictError(
+        changed = (
             f"{self.path!r} was changed by another program since this dict loaded or saved "
-            f"it ({self._disk[2]} bytes then, {len(raw)} now, modified "
-            f"{_utc(seen.st_mtime_ns / 1e9)}); nothing was written. Call d.refresh() to load "
-            "the version on disk (this dict's unsaved changes are dropped), or "
-            "d.flush(force=True) to write this dict's data over it"
+            f"it ({_count(self._disk[2], 'byte')} then, {len(raw)} now, modified "
+            f"{_utc(seen.st_mtime_ns / 1e9)}); nothing was written"
+        )
+        raise ConflictError(
+            f"{changed}. Call d.refresh() to load the version on disk (this dict's unsaved "
+            "changes are dropped), or d.flush(force=True) to write this dict's data over it",
+            cli_message=f"{changed}. Run the command again to work on the new version",
         )
 
     def _corrupt(self, fault: str) -> CorruptError:
@@ -229,7 +233,7 @@ class SnapshotBackend(BackendBase):
             kept = restore_previous(self.path)
             done = f"restored the previous generation; the damaged file is kept as {str(kept)!r}"
         warnings.warn(
-            f"{fault}. recover=True {done}. It holds {_keys(len(data))} as saved {saved}; "
+            f"{fault}. recover=True {done}. It holds {_count(len(data), 'key')} as saved {saved}; "
             f"whatever was saved after that, up to the damaged version of {broken}, is lost",
             UserWarning,
             stacklevel=5,
@@ -402,8 +406,8 @@ def _identity(seen: os.stat_result) -> tuple[int, int, int, int, int]:
     return (seen.st_dev, seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns)
 
 
-def _keys(n: int) -> str:
-    return "1 key" if n == 1 else f"{n} keys"
+def _count(n: int, noun: str) -> str:
+    return f"1 {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _utc(timestamp: float) -> str:

@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
-        warnings.simplefilter("default")
+        warnings.simplefilter("default", UserWarning)  # --recover's, each shown once
         warnings.showwarning = _show_warning
         return _run(args)
 
