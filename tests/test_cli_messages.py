@@ -98,6 +98,29 @@ def test_cli_recover_reads_then_restores_the_previous_generation(
         assert dict(d) == {"a": "1", "b": "3"}
 
 
+def test_convert_recover_copies_the_previous_generation_of_a_damaged_source(
+    tmp_path: Path,
+) -> None:
+    path = _two_generations(tmp_path, "json")
+    damaged = _damage(path)
+    result = run("convert", path, tmp_path / "out.db")
+    assert_one_line_error(result, 1, "rerun with --recover")
+    result = run("convert", path, tmp_path / "out.db", "--recover")
+    assert result.returncode == 0, result.stderr
+    assert "copying the previous generation (1 key)" in result.stderr
+    with persistdict.open(tmp_path / "out.db", flag="r") as d:
+        assert dict(d) == {"a": "1"}
+    assert path.read_bytes() == damaged  # SRC is never changed
+    whole = tmp_path / "whole.json"
+    with persistdict.open(whole) as d:
+        d["w"] = 1
+    result = run("convert", whole, tmp_path / "whole.db", "--recover")
+    assert result.returncode == 0, result.stderr
+    assert "previous generation" not in result.stderr  # a whole SRC is copied as it is
+    result = run("convert", tmp_path / "out.db", tmp_path / "x.json", "--recover")
+    assert_one_line_error(result, 2, "--recover", "sqlite")
+
+
 def test_cli_recover_without_a_previous_generation_says_so(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text('{"a": ')

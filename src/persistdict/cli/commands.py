@@ -17,6 +17,7 @@ import persistdict
 from persistdict import migrate
 from persistdict.backends import backend_class
 from persistdict.detect import detect_backend
+from persistdict.fileio import previous_path
 from persistdict.mapping import PersistDict
 from persistdict.migrate.sqlite_sources import connect_read_only, key_value_tables
 from persistdict.migrate.target import writing
@@ -240,18 +241,41 @@ def _progress(stream: TextIO) -> migrate.Progress:
     return show
 
 
+def _recovered_source(args: argparse.Namespace) -> tuple[str, str | None]:
+    """SRC and its format for ``convert --recover``: the previous generation kept beside a
+    damaged snapshot file, read where it lies (nothing is moved), or SRC itself if whole."""
+    chosen = args.source if args.source != "auto" else detect_backend(args.src, args.src_format)
+    if chosen not in ("json", "csv", "pickle"):
+        raise UsageError(
+            "--recover copies the previous generation of a damaged json, csv or pickle file; "
+            f"{mask_password(args.src)!r} is read as {chosen}, which keeps none"
+        )
+    try:
+        persistdict.open(args.src, "r", backend=chosen).close()
+    except persistdict.CorruptError:
+        pass
+    else:
+        return args.src, args.src_format  # whole: nothing to recover
+    with persistdict.open(args.src, "r", backend=chosen, recover=True) as d:
+        count = len(d)  # warns what is lost; raises if there is no previous generation
+    held = "1 key" if count == 1 else f"{count} keys"
+    print(f"persistdict: note: copying the previous generation ({held})", file=sys.stderr)
+    return str(previous_path(args.src)), chosen
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     existing = "replace" if args.replace else "merge" if args.merge else "refuse"
     on_terminal = sys.stderr.isatty() and not args.quiet
+    src, src_format = _recovered_source(args) if args.recover else (args.src, args.src_format)
     try:
         summary = migrate.copy(
-            args.src,
+            src,
             args.dst,
-            source=args.source,
+            source="auto" if src != args.src else args.source,
             trust_pickle=args.trust_pickle,
             on_error=args.on_error,
             src_table=args.src_table or args.table,
-            src_format=args.src_format,
+            src_format=src_format,
             dst_table=args.dst_table or args.table or "items",
             dst_backend=args.backend,
             dst_format=args.format,
