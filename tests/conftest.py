@@ -27,6 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: on a loaded two-core CI machine a 200 ms deadline fails tests whose
+# examples are correct but slow; every property test bounds its size by max_examples instead.
+settings.register_profile("persistdict", deadline=None)
+settings.load_profile("persistdict")
 
 REDIS_URL = os.environ.get("PERSISTDICT_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(

@@ -202,7 +202,7 @@ def test_convert_between_backends_in_a_pipe_prints_only_the_summary(tmp_path: Pa
     assert "\r" not in result.stderr
     assert re.fullmatch(
         r"copied 3000 keys from json '.*a\.json' to sqlite '.*b\.db' table 't'"
-        r" in [\d.]+s \([\d,]+ keys/s\)\n",
+        r" in [\d.]+s( \([\d,]+ keys/s\))?\n",  # a rate only for copies of 1 s or more
         result.stderr,
     )
     assert read_all(tmp_path / "b.db", table="t") == data
@@ -244,8 +244,7 @@ def test_convert_shows_progress_on_a_terminal(tmp_path: Path) -> None:
         os.close(main)
     shown = b"".join(chunks).decode()
     assert proc.returncode == 0
-    assert "of 5,000 keys" in shown
-    assert "keys/s" in shown
+    assert "of 5,000 keys" in shown  # no rate: this copy takes less than the second it needs
     assert "\r" in shown
     assert "copied 5000 keys" in shown
 
@@ -255,7 +254,7 @@ def test_convert_refuses_a_filled_destination(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text('{"b": 2}')
     before = (tmp_path / "b.json").read_bytes()
     result = run("convert", tmp_path / "a.json", tmp_path / "b.json")
-    assert_one_line_error(result, 3, "already holds 1 keys", "--replace", "--merge")
+    assert_one_line_error(result, 3, "already holds 1 key;", "--replace", "--merge")
     assert (tmp_path / "b.json").read_bytes() == before
     assert run("convert", tmp_path / "a.json", tmp_path / "b.json", "--merge").returncode == 0
     assert read_all(tmp_path / "b.json") == {"a": 1, "b": 2}

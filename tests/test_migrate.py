@@ -535,7 +535,7 @@ def test_a_file_that_only_looks_native_says_to_name_its_kind(tmp_path: Path) -> 
 
 def test_destination_folder_must_exist(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text('{"a": 1}')
-    with pytest.raises(FileNotFoundError, match="no such folder"):
+    with pytest.raises(FileNotFoundError, match="No such folder"):
         migrate.copy(tmp_path / "a.json", tmp_path / "nope" / "b.db")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 

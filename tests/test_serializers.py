@@ -248,9 +248,10 @@ def test_without_orjson_the_default_is_json_serializer() -> None:
 
 
 def _reference_json_file(data: dict[str, Any]) -> bytes:
-    """The JSON file format spelled out with the stdlib's public encoder, one call per item."""
+    """The JSON file format spelled out with the stdlib's public encoder, one call per item;
+    NaN and Infinity refused, as other JSON readers refuse them."""
     for ensure_ascii in (False, True):  # lone surrogates force \u escapes
-        enc = json.JSONEncoder(ensure_ascii=ensure_ascii).encode
+        enc = json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=False).encode
         body = ",\n".join(f"  {enc(k)}: {enc(v)}" for k, v in data.items())
         try:
             return (f"{{\n{body}\n}}\n" if data else "{}\n").encode()

@@ -18,6 +18,7 @@ from persistdict.backends.memory import MemoryBackend as MemoryBackend
 from persistdict.backends.pickle_file import PickleFileBackend as PickleFileBackend
 from persistdict.backends.sqlite import SqliteBackend as SqliteBackend
 from persistdict.errors import ClosedError as ClosedError
+from persistdict.errors import ConflictError as ConflictError
 from persistdict.errors import CorruptError as CorruptError
 from persistdict.errors import Error as Error
 from persistdict.errors import LockedError as LockedError
@@ -34,6 +35,7 @@ __all__ = [
     "Backend",
     "BackendBase",
     "ClosedError",
+    "ConflictError",
     "CorruptError",
     "CsvFileBackend",
     "DbmBackend",

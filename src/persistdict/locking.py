@@ -12,11 +12,12 @@ import contextlib
 import errno
 import os
 import sys
+import threading
 import time
 import weakref
 from pathlib import Path
 
-from persistdict.errors import ClosedError, LockedError
+from persistdict.errors import ClosedError, LockedError, no_such
 from persistdict.fileio import open_side_file, resolve_data_path
 
 __all__ = ["DEFAULT_TIMEOUT", "FileLock", "check_timeout", "forked_writer_error", "lock_path_for"]
@@ -27,6 +28,11 @@ __all__ = ["DEFAULT_TIMEOUT", "FileLock", "check_timeout", "forked_writer_error"
 DEFAULT_TIMEOUT = 10.0
 
 _held: weakref.WeakSet[FileLock] = weakref.WeakSet()
+
+# The locks this process holds, by lock file, with the thread that took each. A second open
+# in the thread that holds the lock could only wait for itself: it fails at once. Another
+# thread waits, as another process does, since the holder may close meanwhile.
+_holders: weakref.WeakValueDictionary[str, FileLock] = weakref.WeakValueDictionary()
 
 
 def forked_writer_error(path: str) -> ClosedError:
@@ -86,6 +92,7 @@ class FileLock:
         self.path = lock_path_for(path)
         self.timeout = check_timeout(timeout)
         self._fd: int | None = None
+        self._thread = 0  # the thread that took the lock
 
     @property
     def held(self) -> bool:
@@ -95,16 +102,22 @@ class FileLock:
         """Take the lock, waiting up to ``timeout`` seconds; ``LockedError`` after that."""
         if self._fd is not None:
             return
+        other = _holders.get(str(self.path))
+        if other is not None and other.held and other._thread == threading.get_ident():
+            raise LockedError(
+                f"{self.data_path!r} is already open for writing in this thread, by another "
+                "dict: waiting would never end. Use that dict or close it first; to read "
+                "alongside it, open with flag='r'"
+            )
         try:
             # Never through a symlink, never into a hard link: a planted one would make the
             # pid written below land in (and truncate) a file of the attacker's choosing.
             fd = open_side_file(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except FileNotFoundError:
-            raise FileNotFoundError(
-                errno.ENOENT,
-                f"can't open {self.data_path!r}: the folder {str(self.path.parent)!r} does not "
-                "exist; create it first",
+            raise no_such(
+                f"folder {str(self.path.parent)!r} to hold the file",
                 self.data_path,
+                "create it first",
             ) from None
         except PermissionError as exc:
             if exc.errno == errno.EPERM:  # open_side_file's refusal: a link, not a lock file
@@ -128,9 +141,13 @@ class FileLock:
                     by = f" by process {holder}" if holder else ""
                     if holder == os.getpid():
                         by += " (this process: another dict open on the same file)"
-                    raise LockedError(
+                    locked = (
                         f"{self.data_path!r} is locked for writing{by}; waited {self.timeout:g}s."
-                        " Close the other writer, pass a longer timeout=, or open with flag='r'"
+                        " Close the other writer, pass a longer"
+                    )
+                    raise LockedError(
+                        f"{locked} timeout=, or open with flag='r'",
+                        cli_message=f"{locked} --timeout",
                     )
                 time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
                 delay = min(delay * 2, 0.1)
@@ -142,7 +159,9 @@ class FileLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0) if hasattr(os, "pwrite") else None
         self._fd = fd
+        self._thread = threading.get_ident()
         _held.add(self)
+        _holders[str(self.path)] = self
 
     @staticmethod
     def _holder_pid(fd: int) -> int | None:
@@ -165,6 +184,8 @@ class FileLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             _held.discard(self)
+            if _holders.get(str(self.path)) is self:
+                del _holders[str(self.path)]
             os.close(fd)  # closing the last descriptor drops the lock
 
     def forget_after_fork(self) -> None:
@@ -184,6 +205,7 @@ def _forget_all_after_fork() -> None:
     for lock in list(_held):
         lock.forget_after_fork()
     _held.clear()
+    _holders.clear()  # the child holds none; its own open of the file waits for the parent
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch

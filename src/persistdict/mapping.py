@@ -29,9 +29,10 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from persistdict.backends.base import Backend, BackendBase, adapt
+from persistdict.backends.snapshot import SnapshotBackend
 from persistdict.errors import ClosedError, CorruptError
 from persistdict.locking import DEFAULT_TIMEOUT
-from persistdict.serializers import Serializer, serializer_for
+from persistdict.serializers import Serializer, serializer_for, why_not_json
 
 __all__ = ["PersistDict"]
 
@@ -41,7 +42,7 @@ _CHUNK = 256  # keys fetched per lock hold while iterating
 
 def _unencodable(key: str, exc: Exception) -> Exception:
     kind = TypeError if isinstance(exc, TypeError) else ValueError
-    return kind(f"can't store the value for key {key!r}: {exc}")
+    return kind(f"can't store the value for key {key!r}: {why_not_json(exc)}")
 
 
 def _bad_key(key: object) -> None:
@@ -117,14 +118,19 @@ class PersistDict(MutableMapping[str, Any]):
 
     def _undecodable(self, key: str, exc: Exception) -> CorruptError:
         # A damaged file, or one written with another serializer: say which, change nothing.
-        return CorruptError(
+        found = (
             f"{self._label}: the stored value of key {key!r} can't be decoded by "
-            f"{self._serializer!r} ({type(exc).__name__}: {exc}). It was left untouched; open "
-            "with the serializer that wrote it, or run check() and restore a backup"
+            f"{self._serializer!r} ({type(exc).__name__}: {exc}). It was left untouched"
+        )
+        return CorruptError(
+            f"{found}; open it with the serializer that wrote it (serializer=), or run "
+            "d.backend.check() and restore a backup",
+            cli_message=f"{found}; pass --serializer with the one that wrote it, or run "
+            "`persistdict check` and restore a backup",
         )
 
     def _raise_closed(self) -> NoReturn:
-        raise ClosedError(f"{self!r} is closed; open it again with persistdict.open()")
+        raise ClosedError(f"{self._label} is closed; open it again with persistdict.open()")
 
     def _encode(self, key: str, value: Any) -> Any:
         try:
@@ -467,19 +473,25 @@ class PersistDict(MutableMapping[str, Any]):
             backend.set_many(changed)
         cache.clear()
 
-    def flush(self) -> None:
+    def flush(self, force: bool = False) -> None:
         """Write pending changes and make them durable.
 
         Snapshot files are replaced atomically and only when their contents changed; if the
         write fails (disk full), the old file and the in-memory data are both intact, so a
-        retry loses nothing. Per-key backends commit pending batches (``commit_every``) and,
-        with ``writeback=True``, write back cached values that changed.
+        retry loses nothing. If another program changed the file since this dict loaded or
+        saved it, nothing is written and :class:`~persistdict.ConflictError` is raised:
+        :meth:`refresh` takes that version, ``force=True`` writes over it. Per-key backends
+        commit pending batches (``commit_every``) and, with ``writeback=True``, write back
+        cached values that changed; ``force`` changes nothing for them.
         """
         with self._lock:
             backend = self.backend
             if self._cache is not None:
                 self._write_back(backend)
-            backend.flush()
+            if force and isinstance(backend, SnapshotBackend):
+                backend.flush(force=True)
+            else:
+                backend.flush()
 
     sync = flush
 
@@ -544,7 +556,12 @@ class PersistDict(MutableMapping[str, Any]):
         return f"<PersistDict {self._label}{state}>"
 
     def refresh(self) -> None:
-        """Reload a snapshot file opened read-only, to see what a writer flushed since."""
+        """Reload a snapshot file (json, csv, pickle) from disk.
+
+        Opened read-only, the dict then sees what a writer flushed since. A writer takes the
+        version another program saved (after :class:`~persistdict.ConflictError`), dropping
+        its own unsaved changes. Not allowed inside ``transaction()``.
+        """
         with self._lock:
             refresh = getattr(self.backend, "refresh", None)
             if refresh is None:

@@ -25,6 +25,7 @@ __all__ = [
     "PickleSerializer",
     "Serializer",
     "serializer_for",
+    "why_not_json",
 ]
 
 
@@ -42,21 +43,29 @@ class Serializer(Protocol):
 
 
 class JsonSerializer:
-    """JSON text, the default. Tuples come back as lists and dict keys as strings.
+    """JSON text, the default. Tuples come back as lists and dict keys as strings; the
+    serializers page has the whole round-trip table.
 
     Args:
         ensure_ascii: escape non-ASCII characters; off by default so text stays readable.
+        allow_nan: store ``float("nan")`` and the infinities as bare ``NaN``/``Infinity``,
+            which Python reads back but other JSON readers reject. Off by default: such a
+            value raises ``ValueError`` naming its key. Stored ``NaN`` is read either way.
         **kwargs: passed to ``json.dumps`` (``sort_keys``, ``default``, ``separators``...).
     """
 
     dumps: Callable[[Any], str]
     """Encode ``obj`` as JSON text; ``TypeError``/``ValueError`` if it can't be."""
 
-    def __init__(self, *, ensure_ascii: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *, ensure_ascii: bool = False, allow_nan: bool = False, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("separators", (",", ":"))
-        self._encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, **kwargs)
+        self._encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=allow_nan, **kwargs)
         self._decoder = json.JSONDecoder()
         self._kwargs = {"ensure_ascii": ensure_ascii, **kwargs}
+        if allow_nan:  # shown only when on: repr() and == of the default stay as they were
+            self._kwargs["allow_nan"] = True
         # The encoder's own method rather than a method wrapping it: one call fewer per write.
         self.dumps = self._encoder.encode
 
@@ -73,6 +82,17 @@ class JsonSerializer:
         return isinstance(other, JsonSerializer) and self._kwargs == other._kwargs
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def why_not_json(exc: BaseException) -> str:
+    """json's reason for refusing a value, in plainer words for NaN and Infinity."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and text.startswith("Out of range float values"):
+        return (
+            "it holds NaN or Infinity, which are not valid JSON (other JSON readers reject "
+            "them); store None or a string such as 'nan' instead"
+        )
+    return text
 
 
 _probed = False
@@ -110,11 +130,13 @@ class OrjsonSerializer(JsonSerializer):
     'persistdict[fast]'``). Takes the same arguments as :class:`JsonSerializer`.
     """
 
-    def __init__(self, *, ensure_ascii: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *, ensure_ascii: bool = False, allow_nan: bool = False, **kwargs: Any
+    ) -> None:
         fast = _orjson_loads()
         if fast is None:
             raise ImportError("OrjsonSerializer needs orjson: pip install 'persistdict[fast]'")
-        super().__init__(ensure_ascii=ensure_ascii, **kwargs)
+        super().__init__(ensure_ascii=ensure_ascii, allow_nan=allow_nan, **kwargs)
         self._fast_loads = fast
 
     def loads(self, data: str | bytes, /) -> Any:

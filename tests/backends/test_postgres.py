@@ -11,6 +11,7 @@ import pytest
 
 import persistdict
 from persistdict import CorruptError, PersistDict
+from persistdict.serializers import JsonSerializer
 from persistdict.testing import MappingConformance
 from tests.conftest import (
     STRESS,
@@ -59,7 +60,7 @@ def _sql(query: str, *params: Any) -> list[Any]:
 def test_json_values_are_queryable_jsonb_and_round_trip_exactly(tmp_path: Path) -> None:
     table = namespace("postgres", tmp_path)
     tricky = {"zeta": 1, "a": 1e16, "neg": -0.0, "big": 2**70, "nan": float("nan")}
-    with _open(tmp_path) as d:
+    with _open(tmp_path, serializer=JsonSerializer(allow_nan=True)) as d:  # NaN opted in
         d["user"] = {"name": "ada", "langs": ["en", "fr"], "id": 7}
         d["tricky"] = tricky
         d["nul"] = "a\x00b"

@@ -8,6 +8,7 @@ holder's pid; readers open alongside and see whole snapshots, and later flushes 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -120,11 +121,60 @@ def test_writer_waiting_on_a_new_file_keeps_what_the_first_saved(
         assert dict(second) == {"x": "1", "y": "2"}
 
 
-def test_same_process_second_writer_is_told_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("backend", "name"),
+    [("json", "state.json"), ("csv", "state.csv"), ("pickle", "state.bin"), ("dbm", "state")],
+    ids=["json", "csv", "pickle", "dbm"],
+)
+def test_same_process_second_writer_is_told_so(tmp_path: Path, backend: str, name: str) -> None:
+    # The default 10 s timeout: the second open in the holding thread must not wait it out.
+    with persistdict.open(tmp_path / name, backend=backend) as d:
+        d["a"] = "1"
+        for target in (tmp_path / name, f"{tmp_path}/./{name}"):
+            started = time.monotonic()
+            with pytest.raises(LockedError) as caught:
+                persistdict.open(target, backend=backend)
+            assert time.monotonic() - started < 1
+            message = str(caught.value)
+            assert repr(str(target)) in message
+            assert "already open for writing in this thread" in message
+        assert d["a"] == "1"
+    with persistdict.open(tmp_path / name, backend=backend) as again:  # released on close
+        assert dict(again) == {"a": "1"}
+
+
+def test_another_thread_of_the_process_waits_for_the_holder(tmp_path: Path) -> None:
+    first = persistdict.open(tmp_path / "state.json")
+    first["a"] = 1
+    opened: list[PersistDict] = []
+    waiter = threading.Thread(
+        target=lambda: opened.append(persistdict.open(tmp_path / "state.json", timeout=20))
+    )
+    waiter.start()
+    time.sleep(0.3)
+    assert not opened  # still waiting, as another process would
+    first.close()
+    waiter.join(timeout=10)
+    with opened[0] as second:
+        assert dict(second) == {"a": 1}
+
+
+def test_another_thread_gets_locked_error_naming_this_process(tmp_path: Path) -> None:
     with persistdict.open(tmp_path / "state.json") as d:
         d["a"] = 1
-        with pytest.raises(LockedError, match=r"by process \d+ \(this process: another dict"):
-            persistdict.open(tmp_path / "state.json", timeout=0.1)
+        errors: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                persistdict.open(tmp_path / "state.json", timeout=0.1)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=10)
+        assert isinstance(errors[0], LockedError)
+        assert re.search(r"by process \d+ \(this process: another dict", str(errors[0]))
         assert d["a"] == 1
 
 
@@ -180,9 +230,10 @@ def test_killed_writer_leaves_nothing_that_blocks_the_next_open(
 def test_missing_folder_is_named_and_nothing_is_created(tmp_path: Path) -> None:
     for name in ("state.json", "shelf"):
         target = tmp_path / "missing" / name
-        with pytest.raises(FileNotFoundError, match=r"the folder .*missing' does not exist") as e:
+        with pytest.raises(FileNotFoundError, match=r"No such folder .*missing' to hold") as e:
             persistdict.open(target, backend="dbm" if name == "shelf" else "auto")
-        assert str(e.value).startswith(f"[Errno 2] can't open {str(target)!r}")
+        assert str(e.value).endswith(f"(create it first): {str(target)!r}")
+        assert e.value.filename == str(target)
     assert list(tmp_path.iterdir()) == []
 
 

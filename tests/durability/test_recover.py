@@ -83,7 +83,7 @@ def test_recover_restores_previous_generation_and_says_what_was_lost(
         assert dict(d) == FIRST
     text = str(warned[0].message)
     assert "restored the previous generation" in text
-    assert "1 keys as saved" in text
+    assert "1 key as saved" in text
     assert "is lost" in text
     kept = re.search(r"kept as '([^']+)'", text)
     assert kept is not None

@@ -229,8 +229,8 @@ class BackendBase:
     def check_writable(self) -> None:
         if self.read_only:
             raise ReadOnlyError(
-                f"{self.describe()} was opened read-only (flag='r'); "
-                "open it with flag='w' or 'c' to change it"
+                f"{self.describe().removesuffix(' read-only')} was opened read-only "
+                "(flag='r'); open it with flag='w' or 'c' to change it"
             )
 
     # Abstract part, for type checkers and subclass authors.

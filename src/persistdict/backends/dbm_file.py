@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import dbm
-import errno
 import os
 import stat
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
-from persistdict.errors import ClosedError, CorruptError
+from persistdict.errors import ClosedError, CorruptError, no_such
 from persistdict.fileio import resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
@@ -123,15 +122,11 @@ class DbmBackend(BackendBase):
         if kind is None and any(os.path.exists(self.path + end) for end in _SIDE_FILES):
             kind = ""  # e.g. a dbm.dumb index damaged in its first byte: whichdb can't tell
         if kind is None and flag in ("r", "w"):
-            raise FileNotFoundError(
-                errno.ENOENT,
-                f"no dbm database at {self.path!r}; open it with flag='c' to create it",
-                self.path,
-            )
+            raise no_such("dbm database", self.path)
         if kind == "":
             raise CorruptError(
-                f"{self.path!r} exists but no dbm module recognises it; it was left untouched. "
-                "Restore a backup, or check the path"
+                f"{self.path!r} exists but no dbm module of this Python recognises it; it was "
+                "left untouched. Check the path, or restore a backup"
             )
         self._lock: FileLock | None = None
         self._generation = fork_generation()
@@ -143,7 +138,10 @@ class DbmBackend(BackendBase):
             self._db: Any = opener(self.path, flag, _mode_for(self.path, kind, mode))
         except dbm.error[0] as exc:
             self._release()
-            raise CorruptError(f"can't open the dbm database {self.path!r}: {exc}") from exc
+            raise CorruptError(
+                f"can't open the dbm database {self.path!r}: {exc}. It was left untouched; "
+                "restore a backup, or open it with the Python whose dbm module wrote it"
+            ) from exc
         except _DUMB_INDEX_ERRORS as exc:
             self._release()
             if kind != "dbm.dumb":

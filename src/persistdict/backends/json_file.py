@@ -7,6 +7,7 @@ from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, ClassVar
 
 from persistdict.backends.snapshot import SnapshotBackend
+from persistdict.serializers import why_not_json
 
 __all__ = ["JsonFileBackend"]
 
@@ -26,10 +27,15 @@ class JsonFileBackend(SnapshotBackend):
     format_name: ClassVar[str] = "JSON"
     suffixes: ClassVar[tuple[str, ...]] = (".json",)
 
-    _encoder = json.JSONEncoder(ensure_ascii=False)
+    # NaN and Infinity are refused: json writes them as bare words that other JSON readers
+    # reject. A file that holds them already (written by another program) is saved with
+    # them, by the permissive pair, rather than made unsaveable.
+    _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
     # Lone surrogates ("\ud800") are valid in a Python str but not in UTF-8; such a file is
     # written with \u escapes instead, which json.load reads back to the same str.
-    _ascii_encoder = json.JSONEncoder(ensure_ascii=True)
+    _ascii_encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False)
+    _nan_encoders = (json.JSONEncoder(ensure_ascii=False), json.JSONEncoder(ensure_ascii=True))
+    _nan_on_disk = False  # a file read held NaN or Infinity
 
     @staticmethod
     def sniff(head: bytes) -> bool:
@@ -38,10 +44,13 @@ class JsonFileBackend(SnapshotBackend):
     def encode(self, data: dict[str, Any]) -> bytes:
         if not data:
             return b"{}\n"
+        utf8, ascii_ = (
+            self._nan_encoders if self._nan_on_disk else (self._encoder, self._ascii_encoder)
+        )
         try:
-            return self._text(data, self._encoder).encode()
+            return self._text(data, utf8).encode()
         except UnicodeEncodeError:
-            return self._text(data, self._ascii_encoder).encode()
+            return self._text(data, ascii_).encode()
 
     @staticmethod
     def _text(data: dict[str, Any], encoder: json.JSONEncoder) -> str:
@@ -71,8 +80,12 @@ class JsonFileBackend(SnapshotBackend):
         return f"{{\n{body}\n}}\n"
 
     def decode(self, raw: bytes) -> dict[str, Any]:
+        def constant(name: str) -> float:
+            self._nan_on_disk = True
+            return float(name)
+
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_constant=constant)
         except json.JSONDecodeError as exc:
             # Some of json's messages end in "at" already ("Invalid control character at").
             what = exc.msg.removesuffix(" at")
@@ -87,4 +100,6 @@ class JsonFileBackend(SnapshotBackend):
         try:
             self._encoder.encode(value)
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"can't store the value for key {key!r} as JSON: {exc}") from exc
+            raise type(exc)(
+                f"can't store the value for key {key!r} as JSON: {why_not_json(exc)}"
+            ) from exc

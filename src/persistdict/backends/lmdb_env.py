@@ -30,7 +30,6 @@ pages (a long read transaction would stop LMDB from reusing pages) and memory st
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import struct
@@ -47,7 +46,7 @@ from persistdict.backends.base import (
     fork_generation,
     import_driver,
 )
-from persistdict.errors import ClosedError, CorruptError, LockedError
+from persistdict.errors import ClosedError, CorruptError, LockedError, no_such
 from persistdict.fileio import resolve_data_path
 from persistdict.urls import parse_bool, split_scheme, url_options, url_path
 
@@ -264,11 +263,7 @@ class LmdbBackend(BackendBase):
         lmdb = self._lmdb
         exists = os.path.exists(os.path.join(self.path, "data.mdb"))
         if not exists and self._flag in ("r", "w"):
-            raise FileNotFoundError(
-                errno.ENOENT,
-                f"no LMDB environment at {self.path!r}; open it with flag='c' to create it",
-                self.path,
-            )
+            raise no_such("LMDB environment", self.path)
         with _envs_lock:
             shared = _envs.get(self.path)
             if shared is not None and shared.generation != fork_generation():

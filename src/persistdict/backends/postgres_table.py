@@ -240,9 +240,12 @@ class PostgresBackend(BackendBase):
                 self.jsonb = False  # JSON text is then stored as UTF-8 bytes; loads takes it
             else:
                 found = ", ".join(f"{k} {v}" for k, v in columns.items())
-                raise CorruptError(
+                what = (
                     f"{self.describe()}: the table was not created by persistdict (columns: "
-                    f"{found}); it was left untouched. Pass table= another name"
+                    f"{found}); it was left untouched. Pass"
+                )
+                raise CorruptError(
+                    f"{what} table= another name", cli_message=f"{what} --table another name"
                 )
         self._col = "raw" if self.jsonb else "value"
         self._counter = self._find_counter(cx) if columns else None

@@ -249,10 +249,11 @@ class RedisBackend(BackendBase):
             kind = kind.decode() if isinstance(kind, bytes) else str(kind)
             if kind not in ("hash", "none"):
                 client.close()
-                raise CorruptError(
+                what = (
                     f"{self._shown}: key {self.hash_name!r} holds a Redis {kind}, not a hash; "
-                    "it was left untouched. Pass another table= or prefix="
+                    "it was left untouched. Pass another"
                 )
+                raise CorruptError(f"{what} table= or prefix=", cli_message=f"{what} --table")
         if flag == "n":
             self._apply(_Layer(cleared=True))  # waits for a transaction in progress
 

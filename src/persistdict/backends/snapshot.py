@@ -4,14 +4,22 @@ A snapshot backend holds the live objects in a ``dict`` and writes the whole fil
 ``flush()``, so ``d["a"]["b"] = 1`` persists exactly as it would in a plain dict. The writer
 holds an inter-process lock for as long as the dict is open; readers (``flag="r"``) take no
 lock and see whole versions only, because every write replaces the file atomically.
+
+Programs that ignore the lock (an editor, a script using ``json.dump``) can still change the
+file under an open writer. Before writing, a flush checks that the file on disk is the version
+this dict loaded or saved last, and raises ``ConflictError`` rather than overwrite another
+program's change. The check is a ``stat()`` (device, inode, size, modification and change
+times), which sees an editor that saves by rename (a new inode) and one that rewrites in place
+(size or times); when those times are too recent to tell two writes apart (file systems keep
+them to a tick of a few ms, some to 2 s), the bytes are compared as well.
 """
 
 from __future__ import annotations
 
 import copy
-import errno
 import hashlib
 import os
+import shlex
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -19,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
-from persistdict.errors import CorruptError
+from persistdict.errors import ConflictError, CorruptError, no_such
 from persistdict.fileio import (
     atomic_write,
     check_side_file,
@@ -32,6 +40,13 @@ from persistdict.fileio import (
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
 __all__ = ["SnapshotBackend"]
+
+# How close to "now" a file's modification time must be, when this dict reads or writes it,
+# for another write to be able to land in the same timestamp tick, unseen by stat(): Linux
+# stamps files from a clock that ticks every 1-10 ms; a time in whole seconds is a file
+# system that keeps 1 or 2 s (FAT). Inside that window the next write compares the bytes.
+_RACY_NS = 100_000_000
+_RACY_COARSE_NS = 2_000_000_000
 
 
 class SnapshotBackend(BackendBase):
@@ -71,6 +86,11 @@ class SnapshotBackend(BackendBase):
         # load found, whose layout may differ (a file edited by hand or another program).
         self._digest_is_ours = False
         self._dirty = False  # a change went through set/delete/clear since the last save
+        # The version on disk that this dict loaded or saved last: its stat and its bytes'
+        # digest, to tell another program's change from ours before writing over it.
+        self._disk: tuple[int, int, int, int, int] | None = None
+        self._disk_digest = b""
+        self._disk_racy = False
         self._lock: FileLock | None = None
         self._fork_generation = fork_generation()
         self._saved: list[dict[str, Any]] = []
@@ -79,11 +99,7 @@ class SnapshotBackend(BackendBase):
         resolve_data_path(self.path, create=flag in ("c", "n"))
         exists = os.path.exists(self.path)
         if not exists and flag in ("r", "w"):
-            raise FileNotFoundError(
-                errno.ENOENT,
-                f"no such file: {self.path!r}; open it with flag='c' to create it",
-                self.path,
-            )
+            raise no_such("file", self.path)
         if not self.read_only:
             self._lock = FileLock(self.path, timeout)
             self._lock.acquire()
@@ -118,30 +134,88 @@ class SnapshotBackend(BackendBase):
     # Loading and saving.
 
     def _fault(self, raw: bytes, exc: Exception) -> str:
-        return f"{self.path!r} ({len(raw)} bytes) is not a valid {self.format_name} file: {exc}"
+        size = _count(len(raw), "byte")
+        return f"{self.path!r} ({size}) is not a valid {self.format_name} file: {exc}"
 
     def _load(self, recover: bool = False) -> None:
         with open(resolve_data_path(self.path), "rb") as f:
             raw = f.read()
+            seen: os.stat_result | None = os.fstat(f.fileno())
         try:
             data = self.decode(raw)
         except Exception as exc:  # decode reports every fault as ValueError; be safe anyway
             if not recover:
-                raise CorruptError(f"{self._fault(raw, exc)}. {self._way_back()}") from exc
+                raise self._corrupt(self._fault(raw, exc)) from exc
             data, raw = self._recover(self._fault(raw, exc), exc)
+            # A writer put the previous generation in place: that is the version on disk.
+            seen = None if self.read_only else os.stat(self.path)
         self._data = data
         self._digest = hashlib.blake2b(raw).digest()
         self._digest_is_ours = False
         self._dirty = False
+        self._remember(seen, self._digest)
 
-    def _way_back(self) -> str:
+    def _remember(self, seen: os.stat_result | None, digest: bytes) -> None:
+        if seen is None:
+            self._disk = None
+            return
+        self._disk = _identity(seen)
+        self._disk_digest = digest
+        # ctime too: a script can set the modification time back, not the change time.
+        changed = max(seen.st_mtime_ns, seen.st_ctime_ns)
+        window = _RACY_COARSE_NS if changed % 1_000_000_000 == 0 else _RACY_NS
+        self._disk_racy = time.time_ns() - changed < window
+
+    def _check_disk(self, writing: bytes) -> None:
+        """Raise ``ConflictError`` if the file is no longer the version this dict knows, and
+        not the one it is about to write either (a retry after a failed flush)."""
+        if self._disk is None:
+            return
+        try:
+            seen = os.stat(self.path)
+        except FileNotFoundError:
+            return  # deleted: no other version to lose; the save puts the data back
+        if _identity(seen) == self._disk and not self._disk_racy:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+                seen = os.fstat(f.fileno())
+        except FileNotFoundError:
+            return
+        digest = hashlib.blake2b(raw).digest()
+        if digest in (self._disk_digest, writing):  # the same bytes, touched or copied over
+            self._remember(seen, digest)
+            return
+        changed = (
+            f"{self.path!r} was changed by another program since this dict loaded or saved "
+            f"it ({_count(self._disk[2], 'byte')} then, {len(raw)} now, modified "
+            f"{_utc(seen.st_mtime_ns / 1e9)}); nothing was written"
+        )
+        raise ConflictError(
+            f"{changed}. Call d.refresh() to load the version on disk (this dict's unsaved "
+            "changes are dropped), or d.flush(force=True) to write this dict's data over it",
+            cli_message=f"{changed}. Run the command again to work on the new version",
+        )
+
+    def _corrupt(self, fault: str) -> CorruptError:
+        """The error for a damaged file, with the ways back that lose nothing unasked."""
+        check = f"`persistdict check {shlex.quote(self.path)}`"
         try:
             saved = _utc(os.lstat(previous_path(self.path)).st_mtime)
         except OSError:
-            return "It was left untouched; repair it, restore a backup, or open with flag='n'"
-        return (
-            f"It was left untouched. The previous generation, saved {saved}, is kept beside it: "
-            "open with recover=True to restore it (changes saved after it are lost)"
+            return CorruptError(
+                f"{fault}. It was left untouched: repair it ({check} says when it parses) or "
+                "restore a backup"
+            )
+        kept = f"It was left untouched. Its previous generation, saved {saved}, is kept beside it"
+        lost = "what was saved after it is lost"
+        return CorruptError(
+            f"{fault}. {kept}: open with recover=True to restore it ({lost}), or restore a "
+            f"backup, or repair the file ({check} says when it parses)",
+            cli_message=f"{fault}. {kept}: rerun with --recover to use it (a command that "
+            f"writes restores it; {lost}), or restore a backup, or repair the file "
+            f"({check} says when it parses)",
         )
 
     def _recover(self, fault: str, exc: Exception) -> tuple[dict[str, Any], bytes]:
@@ -151,16 +225,18 @@ class SnapshotBackend(BackendBase):
             saved = _utc(prev_st.st_mtime)
             broken = _utc(os.stat(self.path).st_mtime)
         except FileNotFoundError:
+            found = f"found no previous generation ({str(prev)!r}) to restore"
+            way = "it was left untouched: repair it or restore a backup"
             raise CorruptError(
-                f"{fault}. recover=True found no previous generation ({str(prev)!r}) to restore;"
-                " repair the file, restore a backup, or open with flag='n'"
+                f"{fault}. recover=True {found}; {way}",
+                cli_message=f"{fault}. --recover {found}; {way}",
             ) from exc
         try:
             data = self.decode(raw)
         except Exception as prev_exc:
             raise CorruptError(
                 f"{fault}. Its previous generation {str(prev)!r} is damaged too ({prev_exc}); "
-                "both were left untouched"
+                "both were left untouched: restore a backup"
             ) from exc
         if self.read_only:
             done = "read the previous generation instead; no file was changed"
@@ -168,7 +244,7 @@ class SnapshotBackend(BackendBase):
             kept = restore_previous(self.path)
             done = f"restored the previous generation; the damaged file is kept as {str(kept)!r}"
         warnings.warn(
-            f"{fault}. recover=True {done}. It holds {len(data)} keys as saved {saved}; "
+            f"{fault}. recover=True {done}. It holds {_count(len(data), 'key')} as saved {saved}; "
             f"whatever was saved after that, up to the damaged version of {broken}, is lost",
             UserWarning,
             stacklevel=5,
@@ -180,6 +256,10 @@ class SnapshotBackend(BackendBase):
         self._digest = hashlib.blake2b(raw).digest()
         self._digest_is_ours = True
         self._dirty = False
+        try:
+            self._remember(os.stat(self.path), self._digest)
+        except OSError:  # gone already: the next write has nothing to compare with
+            self._disk = None
 
     def check(self) -> list[str]:
         """Parse the file on disk as ``open`` would; list the faults, ``[]`` if it is whole.
@@ -198,12 +278,21 @@ class SnapshotBackend(BackendBase):
         return []
 
     def refresh(self) -> None:
-        """Reload the file, for a reader that wants to see a writer's later flushes."""
-        if not self.read_only:
-            raise ValueError("refresh() is for dicts opened with flag='r'; a writer is current")
+        """Reload the file: a reader sees a writer's later flushes; a writer takes the version
+        another program saved (``ConflictError``), dropping its own unsaved changes."""
+        if self._saved:
+            raise ValueError(
+                f"can't refresh {self.path!r} inside transaction(): leave the block first"
+            )
         self._load()
 
-    def flush(self) -> None:
+    def flush(self, force: bool = False) -> None:
+        """Save the data if it changed.
+
+        Args:
+            force: write even if another program changed the file since this dict loaded
+                or saved it (otherwise ``ConflictError``); that change is lost.
+        """
         if self.read_only:
             return
         self._check_process()
@@ -226,6 +315,8 @@ class SnapshotBackend(BackendBase):
             # here, once, rather than encoding at every open, which would slow opening.
             self._digest, self._digest_is_ours = digest, True
             return
+        if not force:
+            self._check_disk(digest)
         self._write(raw)
 
     def _disk_holds_data(self) -> bool:
@@ -320,6 +411,14 @@ class SnapshotBackend(BackendBase):
 
     def describe(self) -> str:
         return f"{self.name} {self.path!r}" + (" read-only" if self.read_only else "")
+
+
+def _identity(seen: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (seen.st_dev, seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"1 {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _utc(timestamp: float) -> str:

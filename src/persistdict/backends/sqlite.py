@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import sqlite3
 import time
 import urllib.parse
@@ -49,7 +50,7 @@ from persistdict.backends.base import (
     check_table_name,
     fork_generation,
 )
-from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError
+from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError, no_such
 from persistdict.fileio import check_side_file, resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 
@@ -301,11 +302,10 @@ class SqliteBackend(BackendBase):
             check_side_file(Path(real + side))
         exists = os.path.exists(real)
         if not exists and self.flag in ("r", "w"):
-            raise FileNotFoundError(
-                errno.ENOENT,
-                f"no such file: {self.path!r}; open it with flag='c' to create it",
-                self.path,
-            )
+            raise no_such("file", self.path)
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not exists and not os.path.isdir(folder):  # sqlite3 would say "unable to open"
+            raise no_such(f"folder {folder!r} to hold the file", self.path, "create it first")
         if not exists:
             # SQLite would create it 0o644 less the umask, whatever mode= says: create it here
             # (an empty file is a valid empty database). Its -wal and -shm copy its mode.
@@ -427,9 +427,12 @@ class SqliteBackend(BackendBase):
         # (a closed connection lingers until its last statement is gone).
         columns = [row[1] for row in cx.execute(f'PRAGMA table_info("{self.table}")').fetchall()]
         if columns[:2] != ["key", "value"] or len(columns) != 2:
-            raise CorruptError(
+            found = (
                 f"{self.path!r} has a table {self.table!r} that persistdict did not create "
-                f"(columns: {', '.join(columns)}); it was left untouched. Pass table= another name"
+                f"(columns: {', '.join(columns)}); it was left untouched. Pass"
+            )
+            raise CorruptError(
+                f"{found} table= another name", cli_message=f"{found} --table another name"
             )
 
     @property
@@ -488,9 +491,12 @@ class SqliteBackend(BackendBase):
 
     def _damaged(self, what: str) -> CorruptError:
         # The table's schema forbids this, so the file was damaged or edited by another program.
+        found = f"{self.path!r} table {self.table!r} holds {what}: the file is damaged"
+        check = f"`persistdict check {shlex.quote(self.path)}`"
         return CorruptError(
-            f"{self.path!r} table {self.table!r} holds {what}: the file is damaged. Run "
-            "check() (PRAGMA integrity_check) to see more, and restore a backup"
+            f"{found}. Run d.backend.check() or {check} (PRAGMA integrity_check) to see more, "
+            "and restore a backup",
+            cli_message=f"{found}. Run {check} to see more, and restore a backup",
         )
 
     def _errors(self) -> _Translating:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any, TextIO
 
 import persistdict
 from persistdict.cli.commands import (
@@ -22,6 +25,8 @@ from persistdict.cli.commands import (
     EXIT_USAGE,
     UsageError,
     error,
+    explain,
+    one_line,
 )
 from persistdict.cli.parser import build_parser
 from persistdict.urls import mask_password
@@ -34,28 +39,60 @@ def _describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, UsageError):
         return str(exc), EXIT_USAGE
     if isinstance(exc, persistdict.CorruptError):
-        return str(exc), EXIT_MISSING
+        return explain(exc), EXIT_MISSING
     if isinstance(exc, FileNotFoundError):
-        if exc.strerror and exc.strerror.startswith("no such"):
-            # Ours names the path; its hint speaks of open()'s flag, which means nothing here.
-            found = exc.strerror.split(";")[0]
-            return f"{found}; check the path (set, load and convert create it)", EXIT_FAILED
-        name = exc.filename if exc.filename is not None else str(exc)
-        return f"no such file: {mask_password(str(name))!r}", EXIT_FAILED
+        return _missing(exc), EXIT_FAILED
     if isinstance(exc, OSError) and not isinstance(exc, persistdict.Error):
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror or exc}{where}", EXIT_FAILED
     if isinstance(exc, (ValueError, TypeError)):
         return str(exc), EXIT_USAGE
     if isinstance(exc, (persistdict.Error, ImportError)):
-        return str(exc), EXIT_FAILED
+        return explain(exc), EXIT_FAILED
     return f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_FAILED
+
+
+# persistdict's own: "No such <what> (<hint>)", the path in ``filename`` (errors.no_such).
+_OURS = re.compile(r"No such (?P<what>.+?) \((?P<hint>[^()]*)\)")
+
+
+def _missing(exc: FileNotFoundError) -> str:
+    name = mask_password(str(exc.filename if exc.filename is not None else exc))
+    ours = _OURS.fullmatch(exc.strerror or "")
+    if ours is None:
+        return f"no such file: {name!r}"
+    what, hint = ours["what"], ours["hint"]
+    if what.startswith("folder"):  # the folder holding the file is missing, not the file
+        return f"no such {what} {name!r}; {hint}"
+    if "flag=" in hint:  # open()'s flag means nothing here
+        hint = "check the path (set, load and convert create it)"
+    return f"no such {what}: {name!r}; {hint}"
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    # One line, in the command line's words: the warning of --recover names recover=True.
+    text = one_line(str(message)).replace("recover=True", "--recover")
+    print(f"persistdict: warning: {text}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", UserWarning)  # --recover's, each shown once
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: Any) -> int:
     try:
         code: int = args.func(args)
         sys.stdout.flush()

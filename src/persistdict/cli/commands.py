@@ -7,16 +7,22 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any, TextIO
 
 import persistdict
 from persistdict import migrate
+from persistdict.backends import backend_class
 from persistdict.backends.base import MissingTableError
+from persistdict.detect import detect_backend
+from persistdict.fileio import previous_path
 from persistdict.mapping import PersistDict
 from persistdict.migrate.sqlite_sources import connect_read_only, key_value_tables
 from persistdict.migrate.target import writing
+from persistdict.serializers import why_not_json
 from persistdict.urls import mask_password, split_scheme
 
 __all__ = [
@@ -32,6 +38,7 @@ __all__ = [
     "cmd_load",
     "cmd_set",
     "error",
+    "explain",
     "one_line",
 ]
 
@@ -81,6 +88,7 @@ def _open(args: argparse.Namespace, target: str, flag: str) -> PersistDict:
     options = _options(args)
     if args.table is not None:
         options["table"] = args.table
+    _add_recover(args, target, options)
     try:
         return persistdict.open(target, flag, backend=args.backend, format=args.format, **options)
     except MissingTableError as exc:
@@ -91,15 +99,38 @@ def _open(args: argparse.Namespace, target: str, flag: str) -> PersistDict:
         ) from None
 
 
+def _add_recover(args: argparse.Namespace, target: str, options: dict[str, Any]) -> None:
+    if not getattr(args, "recover", False):
+        return
+    chosen = detect_backend(target, args.format) if args.backend == "auto" else args.backend
+    if not getattr(backend_class(chosen), "stores_objects", False):
+        raise UsageError(
+            f"--recover puts back the previous generation of a json, csv or pickle file; "
+            f"{mask_password(target)!r} is a {chosen} store, which keeps none"
+        )
+    options["recover"] = True
+
+
+def _strict_json(text: str | bytes) -> Any:
+    """``json.loads`` refusing NaN and Infinity, which other JSON readers reject."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON; store null or a string instead")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def _label(d: PersistDict) -> str:
     return d.backend.describe().replace(" read-only", "")
 
 
 def _dumps(key: str, value: Any) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"the value of key {key!r} can't be shown as JSON: {exc}") from exc
+        raise UsageError(
+            f"the value of key {key!r} can't be shown as JSON: {why_not_json(exc)}"
+        ) from exc
 
 
 # The commands.
@@ -126,10 +157,11 @@ def cmd_set(args: argparse.Namespace) -> int:
         value: Any = args.value
     else:
         try:
-            value = json.loads(args.value)
-        except json.JSONDecodeError as exc:
+            value = _strict_json(args.value)
+        except ValueError as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise UsageError(
-                f"VALUE {args.value!r} is not JSON ({exc.msg}); to store it as a string, "
+                f"VALUE {args.value!r} is not JSON ({why}); to store it as a string, "
                 f"quote it ('\"{args.value}\"') or pass --text"
             ) from None
     with _open(args, args.target, "c") as d:
@@ -156,15 +188,19 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    with _open(args, args.target, "r") as d:
-        out = sys.stdout
-        # Streamed one item per line, so memory stays flat however large the dict is.
-        first = True
-        for key, value in d.items():
-            out.write(("{\n  " if first else ",\n  ") + json.dumps(key, ensure_ascii=False))
-            out.write(": " + _dumps(key, value))
-            first = False
-        out.write("{}\n" if first else "\n}\n")
+    # Streamed one item per line into a spool (memory up to 8 MiB, then a temp file), and
+    # copied to stdout only once whole: a dump that fails midway prints nothing, so
+    # `persistdict dump data.db > backup.json` never leaves a backup that looks complete.
+    with tempfile.SpooledTemporaryFile(8 << 20, "w+", encoding="utf-8", newline="") as out:
+        with _open(args, args.target, "r") as d:
+            first = True
+            for key, value in d.items():
+                out.write(("{\n  " if first else ",\n  ") + json.dumps(key, ensure_ascii=False))
+                out.write(": " + _dumps(key, value))
+                first = False
+            out.write("{}\n" if first else "\n}\n")
+        out.seek(0)
+        shutil.copyfileobj(out, sys.stdout)
     return EXIT_OK
 
 
@@ -176,19 +212,21 @@ def cmd_load(args: argparse.Namespace) -> int:
         )
     raw = sys.stdin.buffer.read()
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = _strict_json(raw)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UsageError(f"stdin is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise UsageError(f"stdin holds a JSON {type(data).__name__}; load needs an object")
     existing = "replace" if args.replace else "merge"
+    options = _options(args)
+    _add_recover(args, args.target, options)
     with writing(
         args.target,
         backend=args.backend,
         fmt=args.format,
         table=args.table or "items",
         existing=existing,
-        **_options(args),
+        **options,
     ) as (d, _):
         d.update(data)
     return EXIT_OK
@@ -203,25 +241,49 @@ def _progress(stream: TextIO) -> migrate.Progress:
             return
         last[0] = now
         of = f" of {total:,}" if total is not None else ""
-        rate = done / seconds if seconds > 0 else 0.0
-        stream.write(f"\r{done:,}{of} keys, {rate:,.0f} keys/s\x1b[K")
+        # A rate over less than a second measures the setup more than the copy.
+        rate = f", {done / seconds:,.0f} keys/s" if seconds >= 1 else ""
+        stream.write(f"\r{done:,}{of} keys{rate}\x1b[K")
         stream.flush()
 
     return show
 
 
+def _recovered_source(args: argparse.Namespace) -> tuple[str, str | None]:
+    """SRC and its format for ``convert --recover``: the previous generation kept beside a
+    damaged snapshot file, read where it lies (nothing is moved), or SRC itself if whole."""
+    chosen = args.source if args.source != "auto" else detect_backend(args.src, args.src_format)
+    if chosen not in ("json", "csv", "pickle"):
+        raise UsageError(
+            "--recover copies the previous generation of a damaged json, csv or pickle file; "
+            f"{mask_password(args.src)!r} is read as {chosen}, which keeps none"
+        )
+    try:
+        persistdict.open(args.src, "r", backend=chosen).close()
+    except persistdict.CorruptError:
+        pass
+    else:
+        return args.src, args.src_format  # whole: nothing to recover
+    with persistdict.open(args.src, "r", backend=chosen, recover=True) as d:
+        count = len(d)  # warns what is lost; raises if there is no previous generation
+    held = "1 key" if count == 1 else f"{count} keys"
+    print(f"persistdict: note: copying the previous generation ({held})", file=sys.stderr)
+    return str(previous_path(args.src)), chosen
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     existing = "replace" if args.replace else "merge" if args.merge else "refuse"
     on_terminal = sys.stderr.isatty() and not args.quiet
+    src, src_format = _recovered_source(args) if args.recover else (args.src, args.src_format)
     try:
         summary = migrate.copy(
-            args.src,
+            src,
             args.dst,
-            source=args.source,
+            source="auto" if src != args.src else args.source,
             trust_pickle=args.trust_pickle,
             on_error=args.on_error,
             src_table=args.src_table or args.table,
-            src_format=args.src_format,
+            src_format=src_format,
             dst_table=args.dst_table or args.table or "items",
             dst_backend=args.backend,
             dst_format=args.format,
@@ -243,7 +305,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         d = _open(args, args.target, "r")
     except persistdict.CorruptError as exc:
-        print(f"broken: {one_line(str(exc))}")
+        print(f"broken: {one_line(explain(exc))}")
         return EXIT_MISSING
     with d:
         label = _label(d)
@@ -252,7 +314,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             for problem in problems:
                 print(f"broken: {label}: {problem}")
             return EXIT_MISSING
-        print(f"ok: {label}: {len(d)} keys, every value readable")
+        count = len(d)
+        print(f"ok: {label}: {count} key{'' if count == 1 else 's'}, every value readable")
     return EXIT_OK
 
 
@@ -274,7 +337,7 @@ def _problems(d: PersistDict, limit: int = 20) -> list[str]:
                     problems.append(f"stopped after {limit} bad values")
                     break
     except persistdict.CorruptError as exc:
-        problems.append(str(exc))
+        problems.append(explain(exc))
     return problems
 
 
@@ -343,6 +406,12 @@ def cmd_info(args: argparse.Namespace) -> int:
             value = ", ".join(value)
         print(f"{name}: {value}")
     return EXIT_OK
+
+
+def explain(exc: BaseException) -> str:
+    """An error's message as the command line shows it: with the remedies a shell user
+    has (``--recover``, ``--timeout``), not Python arguments."""
+    return getattr(exc, "cli_message", None) or str(exc)
 
 
 def one_line(text: str) -> str:

@@ -169,8 +169,21 @@ def _add_command_arguments(name: str, p: argparse.ArgumentParser) -> None:
         mode.add_argument("--replace", action="store_true", help="replace what DST holds")
         mode.add_argument("--merge", action="store_true", help="add to what DST holds")
         p.add_argument("-q", "--quiet", action="store_true", help="print no summary line")
+        p.add_argument(
+            "--recover",
+            action="store_true",
+            help="a damaged json/csv/pickle SRC: copy its previous generation instead (what "
+            "was saved after it is not copied; SRC is not changed)",
+        )
         return
     p.add_argument("target", metavar="TARGET", help="a path or URL")
+    p.add_argument(
+        "--recover",
+        action="store_true",
+        help="a damaged json/csv/pickle file: use its previous generation instead (a command "
+        "that writes puts it back in place and keeps the damaged file aside; what was saved "
+        "after it is lost)",
+    )
     if name in ("get", "set", "del"):
         p.add_argument("key", metavar="KEY")
     if name == "set":

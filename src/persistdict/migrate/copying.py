@@ -43,11 +43,10 @@ class Summary:
 
     def line(self, limit: int = 5) -> str:
         """One line with the counts, naming up to ``limit`` skipped or converted keys."""
-        rate = self.copied / self.seconds if self.seconds > 0 else 0.0
-        text = (
-            f"copied {self.copied} keys from {self.source} to {self.destination} in "
-            f"{self.seconds:.1f}s ({rate:,.0f} keys/s)"
-        )
+        keys = "1 key" if self.copied == 1 else f"{self.copied} keys"
+        text = f"copied {keys} from {self.source} to {self.destination} in {self.seconds:.1f}s"
+        if self.seconds >= 1:  # a rate over less time measures the setup, not the copy
+            text += f" ({self.copied / self.seconds:,.0f} keys/s)"
         for label, pairs in (("skipped", self.skipped), ("stored as text", self.as_text)):
             if pairs:
                 named = ", ".join(f"{k} ({why})" for k, why in pairs[:limit])

@@ -9,7 +9,7 @@ from typing import Any
 
 import persistdict
 from persistdict.detect import detect_backend
-from persistdict.errors import CorruptError
+from persistdict.errors import CorruptError, no_such
 from persistdict.migrate.base import Source, UntrustedPickleError, refusal
 
 __all__ = ["NativeSource", "PersistDict0JsonSource", "ShelveSource"]
@@ -27,7 +27,7 @@ class ShelveSource(Source):
     def __init__(self, path: str) -> None:
         which = dbm.whichdb(path)
         if which is None:
-            raise FileNotFoundError(2, f"no dbm database at {path!r}", path)
+            raise no_such("dbm database", path, "check the path")
         if which == "":
             raise CorruptError(f"{path!r} is not a dbm database that this Python can read")
         super().__init__(f"shelve {path!r}")

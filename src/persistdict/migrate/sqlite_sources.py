@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from persistdict.errors import CorruptError
+from persistdict.errors import CorruptError, no_such
 from persistdict.migrate.base import SQLITE_HEADER, Source, pickle_format
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
 def connect_read_only(path: str) -> sqlite3.Connection:
     """Open a SQLite file so that nothing can be written to it; errors name the file."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(2, f"no such file: {path!r}", path)
+        raise no_such("file", path, "check the path")
     with open(path, "rb") as f:
         header = f.read(20)
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"

@@ -27,6 +27,7 @@ import persistdict
 from persistdict.backends import backend_class
 from persistdict.backends.base import MissingTableError
 from persistdict.detect import detect_backend
+from persistdict.errors import no_such
 from persistdict.fileio import (
     fsync_directory,
     fsync_file,
@@ -131,9 +132,10 @@ def _label(d: PersistDict) -> str:
 
 
 def _exists_error(label: str, count: int) -> DestinationExistsError:
+    held, them = ("1 key", "it") if count == 1 else (f"{count} keys", "them")
     return DestinationExistsError(
-        f"{label} already holds {count} keys; pass --replace to replace them or --merge to "
-        "add to them (Python: existing='replace' or 'merge')"
+        f"{label} already holds {held}; pass --replace to replace {them} or --merge to "
+        f"add to {them} (Python: existing='replace' or 'merge')"
     )
 
 
@@ -167,7 +169,7 @@ def _new_file(
 ) -> Iterator[tuple[PersistDict, str]]:
     folder, name = os.path.split(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise FileNotFoundError(2, f"no such folder: {folder!r} (for {path!r})", folder)
+        raise no_such(f"folder {folder!r} to hold the file", path, "create it first")
     scratch = tempfile.mkdtemp(dir=folder, prefix=f".{name}.persistdict-convert-")
     try:
         if backend == "sqlite" and "synchronous" not in options:
