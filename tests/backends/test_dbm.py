@@ -60,7 +60,7 @@ def test_a_damaged_dumb_index_is_a_corrupt_error_naming_the_file(
     index.write_bytes(DAMAGE[damage](index.read_bytes()))
     before = snapshot(path)
     for _ in range(2):  # twice: a failed writer open must release its lock
-        with pytest.raises(persistdict.CorruptError, match="(?i)restore a backup") as caught:
+        with pytest.raises(persistdict.CorruptError, match=r"(?i)restore a backup") as caught:
             persistdict.open(path, flag, backend="dbm")
         assert repr(str(path)) in str(caught.value)
     assert snapshot(path) == before
