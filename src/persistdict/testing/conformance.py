@@ -21,6 +21,7 @@ import pytest
 
 import persistdict
 from persistdict import ClosedError, PersistDict, ReadOnlyError
+from persistdict.testing.dict_protocol import DictProtocol
 
 __all__ = ["MappingConformance"]
 
@@ -38,15 +39,16 @@ class _KeysOnly:
         return self._data[key]
 
 
-class MappingConformance:
-    """The shared suite. Not collected by itself (its name does not start with ``Test``)."""
+class MappingConformance(DictProtocol):
+    """The shared suite. Not collected by itself (its name does not start with ``Test``).
+
+    It includes :class:`~persistdict.testing.dict_protocol.DictProtocol`, CPython's
+    ``mapping_tests`` expectations, and its flags ``live_objects`` (reads return the stored
+    objects themselves, as snapshot files do) and ``str_values_only`` (csv).
+    """
 
     #: Data outlives close() and can be reopened.
     persistent: ClassVar[bool] = True
-    #: Reads return the stored objects themselves (snapshot files), not copies.
-    live_objects: ClassVar[bool] = False
-    #: Only ``str`` values can be stored (csv).
-    str_values_only: ClassVar[bool] = False
     #: The target is a file: flags "r"/"w" on a missing one raise FileNotFoundError.
     file_based: ClassVar[bool] = True
     #: Keys and text values may hold NUL characters (not in a CSV text file).
@@ -191,8 +193,10 @@ class MappingConformance:
                 "e": self.value(5),
                 "f": self.value(6),
             }
-            with pytest.raises(TypeError, match="pair"):
+            with pytest.raises(ValueError, match=r"element #1 must be a \(key, value\) pair"):
                 d.update([("x", self.value(1)), "not a pair of two"])
+            with pytest.raises(TypeError, match=r"element #0 must be a \(key, value\) pair"):
+                d.update([5])
             assert "x" not in d
             with pytest.raises(TypeError):
                 d.update(5)
@@ -446,6 +450,79 @@ class MappingConformance:
             with self.open_dict(tmp_path) as d:
                 assert d["cfg"] == {"root": "/changed", "extra": True}
                 assert d["other"] == {"n": 1}
+
+    def test_writeback_saves_changes_through_every_access_path(self, tmp_path: Path) -> None:
+        # shelve's promise: any value read is written back if it changed, whatever ran between
+        # reading and changing it (here: pop, popitem, setdefault, transactions committed and
+        # rolled back, update, del, reads).
+        if self.str_values_only or self.live_objects:
+            pytest.skip("writeback applies to per-key backends with mutable values")
+
+        def log(i: int) -> dict[str, Any]:
+            return {"n": i, "log": []}
+
+        with self.open_dict(tmp_path, writeback=True) as d:
+            d.update({f"k{i}": log(i) for i in range(6)})
+            d.update({"victim": 1, "gone": 2, "spare": 3})
+            held = {
+                "k0": d["k0"],
+                "k1": d.get("k1"),
+                "k2": d.setdefault("k2", log(99)),
+                "new": d.setdefault("new", log(-1)),
+                "k3": next(v for k, v in d.items() if k == "k3"),
+                "k4": next(v for v in d.values() if isinstance(v, dict) and v["n"] == 4),
+            }
+            held["k5"] = d["k5"]
+            d.pop("victim")
+            popped, _ = d.popitem()
+            with d.transaction():
+                d["committed"] = 1
+            with pytest.raises(RuntimeError), d.transaction():
+                d["k5"] = log(55)  # replaced, then rolled back: the held object stays
+                d["rolled back"] = 1
+                raise RuntimeError
+            assert d["k5"] is held["k5"]
+            d.update({"updated": 1})
+            del d["gone" if popped != "gone" else "spare"]
+            assert d.pop("absent", None) is None
+            assert "committed" in d
+            assert len(d) > 0
+            assert sorted(d) == sorted(set(d))
+            for name, value in held.items():
+                value["log"].append(f"changed via {name}")
+            held.pop(popped, None)
+            d.flush()  # writes back and empties the cache: what follows reads the storage
+            for name in held:
+                assert d[name]["log"] == [f"changed via {name}"], name
+        if self.persistent:
+            with self.open_dict(tmp_path) as d:
+                for name in held:
+                    assert d[name]["log"] == [f"changed via {name}"], name
+                assert "rolled back" not in d
+                assert d["committed"] == 1
+
+    def test_writeback_never_brings_back_what_was_deleted_or_replaced(self, tmp_path: Path) -> None:
+        if self.str_values_only or self.live_objects:
+            pytest.skip("writeback applies to per-key backends with mutable values")
+        with self.open_dict(tmp_path, writeback=True) as d:
+            d.update({"a": [1], "b": [2], "c": [3]})
+            a, b, c = d["a"], d["b"], d["c"]
+            d["b"] = [20]
+            del d["c"]
+            d.flush()
+            b.append("stale")
+            c.append("stale")
+            a.append("after flush")  # read before flush(): detached by it, as in shelve
+            assert d["a"] == [1]
+            d["a"].append("read again")
+            kept = d["a"]
+            d.clear()
+            kept.append("after clear")
+            d.flush()
+            assert dict(d) == {}
+        if self.persistent:
+            with self.open_dict(tmp_path) as d:
+                assert dict(d) == {}
 
     def test_mapping_abc(self, tmp_path: Path) -> None:
         with self.open_dict(tmp_path) as d:
