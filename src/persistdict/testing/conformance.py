@@ -21,22 +21,9 @@ import pytest
 
 import persistdict
 from persistdict import ClosedError, PersistDict, ReadOnlyError
-from persistdict.testing.dict_protocol import DictProtocol
+from persistdict.testing.dict_protocol import DictProtocol, KeysOnly
 
 __all__ = ["MappingConformance"]
-
-
-class _KeysOnly:
-    """A mapping-like object with only ``keys`` and ``__getitem__``, as ``dict.update`` takes."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
-
-    def keys(self) -> Any:
-        return self._data.keys()
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
 
 
 class MappingConformance(DictProtocol):
@@ -182,7 +169,7 @@ class MappingConformance(DictProtocol):
         with self.open_dict(tmp_path) as d:
             d.update({"a": self.value(1)})
             d.update([("b", self.value(2))])
-            d.update(_KeysOnly({"c": self.value(3)}))
+            d.update(KeysOnly({"c": self.value(3)}))
             d.update(e=self.value(5))
             d.update({"a": self.value(0)}, f=self.value(6))
             d.update()

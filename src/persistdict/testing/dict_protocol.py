@@ -27,24 +27,24 @@ import pytest
 
 from persistdict.mapping import PersistDict
 
-__all__ = ["DictProtocol"]
+__all__ = ["DictProtocol", "KeysOnly"]
 
 
 class _InputError(Exception):
     """Raised by the misbehaving inputs below; must come out of the dict unchanged."""
 
 
-class _SimpleUserDict:
+class KeysOnly:
     """Only ``keys`` and ``__getitem__``: ``dict.update`` takes it as a mapping."""
 
     def __init__(self, data: dict[str, Any]) -> None:
-        self.d = data
+        self._data = data
 
     def keys(self) -> Any:
-        return self.d.keys()
+        return self._data.keys()
 
     def __getitem__(self, key: str) -> Any:
-        return self.d[key]
+        return self._data[key]
 
 
 class _KeysFail:
@@ -251,7 +251,7 @@ class DictProtocol:
             with pytest.raises((TypeError, AttributeError)):
                 d.update(42)
             d.clear()
-            d.update(_SimpleUserDict(ref))
+            d.update(KeysOnly(ref))
             assert sorted(d.items()) == sorted(ref.items())
             d.clear()
             for failing in (_KeysFail(), _KeysIteratorFails(), _GetitemFails(), _BadSeq()):
