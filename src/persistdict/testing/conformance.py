@@ -26,6 +26,13 @@ from persistdict.testing.dict_protocol import DictProtocol, KeysOnly
 __all__ = ["MappingConformance"]
 
 
+class _Unsavable:
+    """A value no format can save: JSON doesn't know it, pickle is refused."""
+
+    def __reduce__(self) -> Any:
+        raise TypeError("_Unsavable can't be saved")
+
+
 class MappingConformance(DictProtocol):
     """The shared suite. Not collected by itself (its name does not start with ``Test``).
 
@@ -395,6 +402,52 @@ class MappingConformance(DictProtocol):
                 "outer": self.value(1),
                 "after": self.value(4),
             }
+
+    def test_rollback_keeps_the_objects_callers_hold(self, tmp_path: Path) -> None:
+        # A rolled-back block, or one whose save fails, restores the contents of the very
+        # objects callers hold: later changes through them are still saved.
+        if not self.live_objects or self.str_values_only:
+            pytest.skip("reads return copies, or values are immutable strings")
+        with self.open_dict(tmp_path) as d:
+            d["settings"] = {"root": "/srv", "paths": ["a"], "nested": {"x": 1}}
+            d["other"] = [1, 2]
+            settings, other = d["settings"], d["other"]
+            paths, nested = settings["paths"], settings["nested"]
+
+            def change_everything() -> None:
+                settings["root"] = "/changed"
+                settings["new"] = True
+                paths.append("b")
+                nested.clear()
+                settings["paths"] = ["replaced"]
+                d["other"] = "replaced"
+                d["added"] = {"a": 1}
+                del d["settings"]
+
+            with pytest.raises(RuntimeError, match="boom"), d.transaction():
+                change_everything()
+                raise RuntimeError("boom")
+            with (
+                pytest.raises(TypeError, match=r"can.t be saved|not JSON serializable"),
+                d.transaction(),
+            ):
+                change_everything()
+                d["added"]["bad"] = _Unsavable()  # the save at the end of the block fails
+            for _ in range(2):
+                assert d["settings"] is settings
+                assert settings["paths"] is paths
+                assert settings["nested"] is nested
+                assert d["other"] is other
+                assert dict(d) == {
+                    "settings": {"root": "/srv", "paths": ["a"], "nested": {"x": 1}},
+                    "other": [1, 2],
+                }
+                with d.transaction(), d.transaction():  # nested blocks that commit
+                    pass
+            settings["root"] = "/after"
+            paths.append("kept")
+        with self.open_dict(tmp_path) as d:
+            assert d["settings"] == {"root": "/after", "paths": ["a", "kept"], "nested": {"x": 1}}
 
     def test_transaction_read_modify_write(self, tmp_path: Path) -> None:
         with self.open_dict(tmp_path) as d:
