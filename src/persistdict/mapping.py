@@ -17,6 +17,8 @@ import itertools
 import os
 import sys
 import threading
+import warnings
+import weakref
 from collections.abc import (
     ItemsView,
     Iterator,
@@ -133,6 +135,11 @@ class PersistDict(MutableMapping[str, Any]):
         # With writeback, one entry per open transaction: the cache entries its writes replaced
         # (or _MISSING), put back if it rolls back, so objects read before it stay attached.
         self._cache_undo: list[dict[str, Any]] = []
+        # Whether writes (or values in the writeback cache) may wait in this process until
+        # flush(): then a write holds the dict in _unsaved until the next flush.
+        self._may_buffer = not core.read_only and (core.buffers_writes or self._cache is not None)
+        self._unheld = self._may_buffer  # a write must take a strong reference
+        self._pid = os.getpid()
         _open_dicts[id(self)] = self
 
     # Access to the backend.
@@ -171,6 +178,16 @@ class PersistDict(MutableMapping[str, Any]):
                 journal[key] = backend.get(key)
             except KeyError:
                 journal[key] = _MISSING
+
+    def _hold(self) -> None:
+        # Unsaved writes: keep the dict alive until it is flushed, closed or the interpreter
+        # exits, so dropping it unclosed does not lose them.
+        _unsaved[id(self)] = self
+        self._unheld = False
+
+    def _release(self) -> None:
+        _unsaved.pop(id(self), None)
+        self._unheld = self._may_buffer
 
     def _cache_put(self, key: str, entry: Any) -> None:
         # Change the writeback cache for a write (_MISSING: the key was deleted), remembering
@@ -214,8 +231,9 @@ class PersistDict(MutableMapping[str, Any]):
             raise self._undecodable(key, exc) from exc
         if cache is not None:
             with self._lock:
-                cache.setdefault(key, (value, raw))
-                return cache[key][0]
+                if self._unheld:
+                    self._hold()  # a cached value may be changed in place and need saving
+                return cache.setdefault(key, (value, raw))[0]
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -236,6 +254,8 @@ class PersistDict(MutableMapping[str, Any]):
                 backend.check_writable()
                 self._record(backend, key)
             backend.set(key, raw)
+            if self._unheld:
+                self._hold()
             if self._cache is not None:
                 self._cache_put(key, (value, raw))
 
@@ -248,6 +268,8 @@ class PersistDict(MutableMapping[str, Any]):
                 backend.check_writable()
                 self._record(backend, key)
             backend.delete(key)
+            if self._unheld:
+                self._hold()
             if self._cache is not None:
                 self._cache_put(key, _MISSING)
 
@@ -303,6 +325,8 @@ class PersistDict(MutableMapping[str, Any]):
                 raise self._undecodable(key, exc) from exc
             if cache is not None:
                 # Like d[k], so a value reached through items()/values() is written back too.
+                if self._unheld:
+                    self._hold()
                 value = cache.setdefault(key, (value, raw))[0]
             yield key, value
 
@@ -418,6 +442,8 @@ class PersistDict(MutableMapping[str, Any]):
                 for key, _ in encoded:
                     self._record(backend, key)
             backend.set_many(encoded)
+            if self._unheld:
+                self._hold()
             if self._cache is not None:
                 for (key, value), (_, raw) in zip(pairs, encoded, strict=True):
                     self._cache_put(key, (value, raw))
@@ -430,6 +456,8 @@ class PersistDict(MutableMapping[str, Any]):
                 for key in backend.iter_keys():
                     self._record(backend, key)
             backend.clear()
+            if self._unheld:
+                self._hold()
             if self._cache is not None:
                 for key in list(self._cache):
                     self._cache_put(key, _MISSING)
@@ -488,6 +516,8 @@ class PersistDict(MutableMapping[str, Any]):
                         yield self
                         if write_back:
                             saved = self._write_changed(backend)
+                    if outermost and self._stores_objects:
+                        self._release()  # the snapshot file was saved as the block ended
                 except BaseException:
                     if cache is not None:
                         self._cache_rollback(self._cache_undo.pop())
@@ -575,6 +605,7 @@ class PersistDict(MutableMapping[str, Any]):
             if self._cache is not None:
                 self._write_back(backend)
             backend.flush()
+            self._release()
 
     sync = flush
 
@@ -591,7 +622,24 @@ class PersistDict(MutableMapping[str, Any]):
                 self._write_back(backend)
             backend.close()
             self._backend = None
+            self._release()
             _open_dicts.pop(id(self), None)
+
+    def __del__(self) -> None:
+        # As an unclosed file does: warn, then close, which saves what is pending and releases
+        # file descriptors and locks. Not in a forked child, which doesn't own the storage.
+        if getattr(self, "_backend", None) is None or os.getpid() != self._pid:
+            return
+        warnings.warn(
+            f"unclosed {self!r}: close it, or open it in a with block",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
+        try:
+            self.close()
+        except Exception as exc:
+            print(f"persistdict: could not save {self!r} when collected: {exc}", file=sys.stderr)
 
     @property
     def closed(self) -> bool:
@@ -648,9 +696,13 @@ class PersistDict(MutableMapping[str, Any]):
             refresh()
 
 
-# Dicts still open, closed (and so saved) at interpreter exit. Strong references on purpose:
-# a snapshot dict dropped without close() still gets its data written.
-_open_dicts: dict[int, PersistDict] = {}
+# Dicts still open, closed (and so saved) at interpreter exit. Weak references: a dict
+# dropped without close() is closed when collected (PersistDict.__del__), not kept forever
+# with its file descriptors. Only while it may hold unsaved writes is it also in _unsaved,
+# strongly, so that they are saved at exit in a known order rather than whenever it is
+# collected.
+_open_dicts: weakref.WeakValueDictionary[int, PersistDict] = weakref.WeakValueDictionary()
+_unsaved: dict[int, PersistDict] = {}
 _owner_pid = os.getpid()
 
 
@@ -658,6 +710,7 @@ def _close_all_at_exit() -> None:
     if os.getpid() != _owner_pid:
         return
     for d in list(_open_dicts.values()):
+        d._pid = -1  # saved here or never: not again by __del__ as the interpreter shuts down
         # A daemon thread may still hold the dict (it runs on during atexit): wait for it as
         # long as for another process's lock, not forever, or the interpreter never exits.
         lock: Any = d._lock
@@ -686,9 +739,10 @@ def _prepare_fork() -> None:
 def _forget_after_fork() -> None:
     global _owner_pid
     # The child inherits the parent's dicts; it must not save them at its own exit.
-    for d in _open_dicts.values():
+    for d in list(_open_dicts.values()):
         d._after_fork_in_child()
     _open_dicts.clear()
+    _unsaved.clear()
     _owner_pid = os.getpid()
 
 

@@ -199,6 +199,22 @@ class BackendBase:
         """A short label for ``repr``; must never contain a password."""
         return self.name
 
+    @property
+    def buffers_writes(self) -> bool:
+        """Whether a write may wait in this process until ``flush()``/``close()``.
+
+        ``PersistDict`` keeps a dict that may hold such writes alive until it is flushed or
+        the interpreter exits, so they are saved even if it is dropped unclosed; any other
+        unclosed dict is closed when collected. This default guesses from the capabilities
+        (snapshot files, ``commit_every`` batches, stores without transactions such as dbm);
+        a backend that knows better overrides it.
+        """
+        if self.read_only or not self.persistent:
+            return False
+        if self.stores_objects or not self.native_transactions:
+            return True
+        return bool(getattr(self, "commit_every", 0))
+
     def check_writable(self) -> None:
         if self.read_only:
             raise ReadOnlyError(

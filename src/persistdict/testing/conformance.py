@@ -13,6 +13,8 @@ persistence adds: data survives reopening, bad input changes nothing, closed dic
 
 from __future__ import annotations
 
+import gc
+import os
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +26,22 @@ from persistdict import ClosedError, PersistDict, ReadOnlyError
 from persistdict.testing.dict_protocol import DictProtocol, KeysOnly
 
 __all__ = ["MappingConformance"]
+
+
+def _open_fds() -> dict[int, str] | None:
+    """This process's open file descriptors and what they point to; ``None`` without /proc."""
+    folder = "/proc/self/fd"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    fds = {}
+    for name in names:
+        try:
+            fds[int(name)] = os.readlink(f"{folder}/{name}")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            continue
+    return fds
 
 
 class _Unsavable:
@@ -53,6 +71,19 @@ class MappingConformance(DictProtocol):
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         """Open this backend's dict stored under ``folder``; same folder, same dict."""
         raise NotImplementedError
+
+    @pytest.fixture(autouse=True)
+    def _no_fd_leak(self) -> Iterator[None]:
+        """Fail a test that leaves a file descriptor open once its dicts are closed or gone."""
+        before = _open_fds()
+        yield
+        if before is None:
+            return
+        gc.collect()  # an unclosed dict is closed when collected
+        after = _open_fds()
+        assert after is not None
+        leaked = {fd: target for fd, target in after.items() if before.get(fd) != target}
+        assert not leaked, f"file descriptors left open: {leaked}"
 
     def value(self, i: int) -> Any:
         """A storable value, distinct for each ``i``."""
