@@ -1,9 +1,14 @@
 """PersistDict: the ``MutableMapping`` that composes a backend with a serializer.
 
 Reads from per-key backends return fresh copies: ``d["a"]["b"] = 1`` changes only the copy,
-as with :mod:`shelve`, unless the dict was opened with ``writeback=True``, which caches what
-was read and writes back, on ``flush()``/``close()``, each cached value whose encoding changed.
-Snapshot backends hand out the live objects, so nested changes persist on the next flush.
+as with :mod:`shelve`, unless the dict was opened with ``writeback=True``, which caches every
+value read or stored (through ``d[k]``, ``get``, ``setdefault``, ``items()``, ``values()``)
+and writes back, on ``flush()``/``close()``, each cached value whose encoding changed; then
+``flush()`` empties the cache, as shelve's ``sync()`` does. Snapshot backends hand out the
+live objects, so nested changes persist on the next flush.
+
+A dict dropped without ``close()`` is closed when collected, with a ``ResourceWarning``, as
+a file is; the exit registry holds it strongly only while it may have unsaved writes.
 
 With ``lock=True`` (default) every operation holds a per-dict re-entrant lock, so one dict may
 be shared by threads; ``lock=False`` skips it for single-threaded code.
@@ -101,7 +106,8 @@ class PersistDict(MutableMapping[str, Any]):
             encode whole files themselves and refuse one.
         lock: share the dict between threads safely (a re-entrant lock per dict).
         writeback: cache values read from a per-key backend and write back changed ones on
-            ``flush()``/``close()``, like ``shelve``'s writeback.
+            ``flush()``/``close()``, like ``shelve``'s writeback, whatever other operations
+            run in between.
     """
 
     def __init__(
