@@ -513,6 +513,8 @@ class PersistDict(MutableMapping[str, Any]):
             cache = self._cache
             write_back = write_back and outermost and cache is not None
             saved: list[tuple[str, Any, Any]] = []
+            if not backend.native_transactions:
+                backend.check_writable()
             if cache is not None:
                 self._cache_undo.append({})
             if backend.native_transactions:
@@ -531,7 +533,6 @@ class PersistDict(MutableMapping[str, Any]):
                 finally:
                     self._tx_depth -= 1
             else:
-                backend.check_writable()
                 self._journals.append({})
                 try:
                     yield self
