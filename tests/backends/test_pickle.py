@@ -67,3 +67,30 @@ def test_rollback_restores_python_objects_in_place(tmp_path: Path) -> None:
     with persistdict.open(tmp_path / "objects.pkl", backend="pickle") as d:
         assert d["account"].balance == 5
         assert d["pt"].x == 1
+
+
+class Uncopyable:
+    """Picklable, but refuses copy.deepcopy."""
+
+    __slots__ = ("x",)
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def __deepcopy__(self, memo: object) -> Uncopyable:
+        raise TypeError("no copies")
+
+
+def test_a_value_that_cannot_be_copied_does_not_stop_a_transaction(tmp_path: Path) -> None:
+    with persistdict.open(tmp_path / "objects.pkl", backend="pickle") as d:
+        odd = Uncopyable(1)
+        d.update({"odd": odd, "n": [1]})
+        with pytest.raises(RuntimeError), d.transaction():
+            d["n"].append(2)
+            raise RuntimeError
+        assert d["n"] == [1]
+        assert d["odd"] is odd  # left as it is: there was no copy to put back
+        with d.transaction():
+            odd.x = 5
+    with persistdict.open(tmp_path / "objects.pkl", backend="pickle") as d:
+        assert d["odd"].x == 5

@@ -301,7 +301,8 @@ class SnapshotBackend(BackendBase):
         get back their contents in place, so the objects callers hold stay the dict's own.
         Objects the block added are dropped. Objects of other mutable kinds (``__slots__``
         or C-level state, e.g. ``array.array``; pickle files only) are put back as copies made
-        when the block began, so a reference to one of those is detached.
+        when the block began, so a reference to one of those is detached; one that can't be
+        copied is left as it is.
         """
         self.check_writable()
         # Shallow copies of every container's contents (not deep copies): restoring them in
@@ -403,7 +404,11 @@ def _capture(data: dict[str, Any]) -> _Saved:
             state = dict(obj.__dict__)
             push(state.values())
         else:
-            copies[key] = (obj, copy.deepcopy(obj))
+            try:
+                dup = copy.deepcopy(obj)
+            except Exception:  # e.g. a lock slipped in: left as it is, as the save would fail
+                dup = obj
+            copies[key] = (obj, dup)
             continue
         states[key] = (obj, state)
     return saved
