@@ -27,7 +27,32 @@ import pytest
 
 from persistdict.mapping import PersistDict
 
-__all__ = ["DictProtocol", "KeysOnly"]
+__all__ = ["CPYTHON_TESTS", "DictProtocol", "KeysOnly"]
+
+#: Each test of CPython's ``BasicTestMappingProtocol``/``TestMappingProtocol``, and the test
+#: here that checks its expectations (or why none does). tests/test_dict_protocol.py compares
+#: it with ``test.mapping_tests`` where that module is installed, so a new CPython
+#: expectation can't go unnoticed.
+CPYTHON_TESTS: dict[str, str] = {
+    "test_read": "test_dict_protocol_read",
+    "test_write": "test_dict_protocol_write",
+    "test_constructor": "test_dict_protocol_read",  # two empty dicts are equal; no type2test()
+    "test_bool": "test_dict_protocol_read",
+    "test_keys": "test_dict_protocol_views_and_arities",
+    "test_values": "test_dict_protocol_views_and_arities",
+    "test_items": "test_dict_protocol_views_and_arities",
+    "test_len": "test_dict_protocol_views_and_arities",
+    "test_getitem": "test_dict_protocol_views_and_arities",
+    "test_contains": "test_dict_protocol_contains_answers_like_dict",
+    "test_clear": "test_dict_protocol_clear",
+    "test_update": "test_dict_protocol_update",
+    "test_get": "test_dict_protocol_get",
+    "test_setdefault": "test_dict_protocol_setdefault",
+    "test_popitem": "test_dict_protocol_popitem_drains",
+    "test_pop": "test_dict_protocol_pop",
+    "test_fromkeys": "left out: a persistent dict is made by persistdict.open(), not its class",
+    "test_copy": "left out: no copy(); dict(d) makes a plain copy",
+}
 
 
 class _InputError(Exception):
@@ -112,7 +137,13 @@ class DictProtocol:
     def test_dict_protocol_read(self, tmp_path: Path) -> None:
         ref = self.reference()
         other_key, other_value = "other", self.v("absent")
-        with self.fresh(tmp_path, "p") as p, self.fresh(tmp_path, "d", ref) as d:
+        with (
+            self.fresh(tmp_path, "p") as p,
+            self.fresh(tmp_path, "q") as q,
+            self.fresh(tmp_path, "d", ref) as d,
+        ):
+            assert p == q
+            assert p is not q
             for key, value in ref.items():
                 assert d[key] == value
             with pytest.raises(KeyError):
