@@ -138,3 +138,26 @@ def test_the_conformance_suite_catches_a_leaked_descriptor(tmp_path: Path) -> No
     assert done.returncode == 1, done.stdout
     assert "file descriptors left open" in done.stdout
     assert "forgotten" in done.stdout
+
+
+def test_an_unclosed_dict_is_saved_even_where_warnings_are_errors(tmp_path: Path) -> None:
+    script = (
+        "import sys, persistdict\n"
+        "d = persistdict.open(sys.argv[1])\n"
+        "d['a'] = {'n': 1}\n"
+        "d.flush()\n"
+        "d['a']['n'] = 2  # a nested change: the dict is not held for it\n"
+        "del d  # collected: the warning is an error, the close still happens\n"
+        "print('after', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", script, str(tmp_path / "s.json")],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "after\n"), done.stderr
+    assert "ResourceWarning: unclosed <PersistDict json" in done.stderr
+    assert json.loads((tmp_path / "s.json").read_text()) == {"a": {"n": 2}}

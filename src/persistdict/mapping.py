@@ -637,16 +637,20 @@ class PersistDict(MutableMapping[str, Any]):
         # file descriptors and locks. Not in a forked child, which doesn't own the storage.
         if getattr(self, "_backend", None) is None or os.getpid() != self._pid:
             return
-        warnings.warn(
-            f"unclosed {self!r}: close it, or open it in a with block",
-            ResourceWarning,
-            stacklevel=2,
-            source=self,
-        )
         try:
-            self.close()
-        except Exception as exc:
-            print(f"persistdict: could not save {self!r} when collected: {exc}", file=sys.stderr)
+            warnings.warn(
+                f"unclosed {self!r}: close it, or open it in a with block",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+        finally:  # closed even where warnings are errors (-W error), as a file is
+            try:
+                self.close()
+            except Exception as exc:
+                print(
+                    f"persistdict: could not save {self!r} when collected: {exc}", file=sys.stderr
+                )
 
     @property
     def closed(self) -> bool:
