@@ -40,6 +40,9 @@ TestRedisStateful = machine_for(test_redis.TestRedis()).TestCase
 TestRedisBatchedStateful = machine_for(test_redis.TestRedisBatched()).TestCase
 TestPostgresStateful = machine_for(test_postgres.TestPostgres()).TestCase
 TestPostgresPickleStateful = machine_for(test_postgres.TestPostgresPickle()).TestCase
+TestSqliteWritebackStateful = machine_for(test_sqlite.TestSqlite(), writeback=True).TestCase
+TestDbmWritebackStateful = machine_for(test_dbm.TestDbm(), writeback=True).TestCase
+TestRedisWritebackStateful = machine_for(test_redis.TestRedisBatched(), writeback=True).TestCase
 
 for _case in (
     TestJsonStateful,
@@ -54,5 +57,8 @@ for _case in (
     TestRedisBatchedStateful,
     TestPostgresStateful,
     TestPostgresPickleStateful,
+    TestSqliteWritebackStateful,
+    TestDbmWritebackStateful,
+    TestRedisWritebackStateful,
 ):
     _case.settings = _SETTINGS

@@ -1,9 +1,14 @@
 """PersistDict: the ``MutableMapping`` that composes a backend with a serializer.
 
 Reads from per-key backends return fresh copies: ``d["a"]["b"] = 1`` changes only the copy,
-as with :mod:`shelve`, unless the dict was opened with ``writeback=True``, which caches what
-was read and writes back, on ``flush()``/``close()``, each cached value whose encoding changed.
-Snapshot backends hand out the live objects, so nested changes persist on the next flush.
+as with :mod:`shelve`, unless the dict was opened with ``writeback=True``, which caches every
+value read or stored (through ``d[k]``, ``get``, ``setdefault``, ``items()``, ``values()``)
+and writes back, on ``flush()``/``close()``, each cached value whose encoding changed; then
+``flush()`` empties the cache, as shelve's ``sync()`` does. Snapshot backends hand out the
+live objects, so nested changes persist on the next flush.
+
+A dict dropped without ``close()`` is closed when collected, with a ``ResourceWarning``, as
+a file is; the exit registry holds it strongly only while it may have unsaved writes.
 
 With ``lock=True`` (default) every operation holds a per-dict re-entrant lock, so one dict may
 be shared by threads; ``lock=False`` skips it for single-threaded code.
@@ -17,6 +22,8 @@ import itertools
 import os
 import sys
 import threading
+import warnings
+import weakref
 from collections.abc import (
     ItemsView,
     Iterator,
@@ -45,6 +52,21 @@ def _unencodable(key: str, exc: Exception) -> Exception:
     return kind(f"can't store the value for key {key!r}: {why_not_json(exc)}")
 
 
+def _not_a_pair(i: int, item: object, exc: Exception) -> NoReturn:
+    # dict's split: an element that is no sequence is a TypeError, one of another length a
+    # ValueError (unpacking raised the same kinds).
+    if isinstance(exc, TypeError):
+        raise TypeError(
+            f"update() element #{i} must be a (key, value) pair, not {type(item).__name__} "
+            f"({item!r:.80})"
+        ) from None
+    size = f"{len(item)} items" if hasattr(item, "__len__") else "another number of items"
+    raise ValueError(
+        f"update() element #{i} must be a (key, value) pair, not a sequence of {size} "
+        f"({item!r:.80})"
+    ) from None
+
+
 def _bad_key(key: object) -> None:
     raise TypeError(f"persistdict keys must be str, not {type(key).__name__} ({key!r:.80})")
 
@@ -63,6 +85,18 @@ class _Items(ItemsView[str, Any]):
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         return self._mapping._iter_items()
 
+    def __contains__(self, item: object) -> bool:
+        # As dict's view: anything but a (present key, equal value) pair is simply not there.
+        # The mixin would unpack any object and look up any key, raising where dict says False.
+        if not isinstance(item, tuple) or len(item) != 2 or not isinstance(item[0], str):
+            return False
+        key, value = item
+        try:
+            stored = self._mapping[key]
+        except KeyError:
+            return False
+        return stored is value or bool(stored == value)
+
 
 class PersistDict(MutableMapping[str, Any]):
     """A dict whose contents live in a backend. Usually made by :func:`persistdict.open`.
@@ -73,7 +107,8 @@ class PersistDict(MutableMapping[str, Any]):
             encode whole files themselves and refuse one.
         lock: share the dict between threads safely (a re-entrant lock per dict).
         writeback: cache values read from a per-key backend and write back changed ones on
-            ``flush()``/``close()``, like ``shelve``'s writeback.
+            ``flush()``/``close()``, like ``shelve``'s writeback, whatever other operations
+            run in between.
     """
 
     def __init__(
@@ -104,6 +139,14 @@ class PersistDict(MutableMapping[str, Any]):
         )
         self._journals: list[dict[str, Any]] = []
         self._tx_depth = 0  # nesting of native transactions
+        # With writeback, one entry per open transaction: the cache entries its writes replaced
+        # (or _MISSING), put back if it rolls back, so objects read before it stay attached.
+        self._cache_undo: list[dict[str, Any]] = []
+        # Whether writes (or values in the writeback cache) may wait in this process until
+        # flush(): then a write holds the dict in _unsaved until the next flush.
+        self._may_buffer = not core.read_only and (core.buffers_writes or self._cache is not None)
+        self._unheld = self._may_buffer  # a write must take a strong reference
+        self._pid = os.getpid()
         _open_dicts[id(self)] = self
 
     # Access to the backend.
@@ -148,6 +191,37 @@ class PersistDict(MutableMapping[str, Any]):
             except KeyError:
                 journal[key] = _MISSING
 
+    def _hold(self) -> None:
+        # Unsaved writes: keep the dict alive until it is flushed, closed or the interpreter
+        # exits, so dropping it unclosed does not lose them.
+        _unsaved[id(self)] = self
+        self._unheld = False
+
+    def _release(self) -> None:
+        _unsaved.pop(id(self), None)
+        self._unheld = self._may_buffer
+
+    def _cache_put(self, key: str, entry: Any) -> None:
+        # Change the writeback cache for a write (_MISSING: the key was deleted), remembering
+        # what it replaced while a transaction may still roll the write back.
+        cache = self._cache
+        assert cache is not None
+        if self._cache_undo:
+            self._cache_undo[-1].setdefault(key, cache.get(key, _MISSING))
+        if entry is _MISSING:
+            cache.pop(key, None)
+        else:
+            cache[key] = entry
+
+    def _cache_rollback(self, undo: dict[str, Any]) -> None:
+        cache = self._cache
+        assert cache is not None
+        for key, entry in undo.items():
+            if entry is _MISSING:
+                cache.pop(key, None)
+            else:
+                cache[key] = entry
+
     # The mapping protocol.
 
     def __getitem__(self, key: str) -> Any:
@@ -169,8 +243,9 @@ class PersistDict(MutableMapping[str, Any]):
             raise self._undecodable(key, exc) from exc
         if cache is not None:
             with self._lock:
-                cache.setdefault(key, (value, raw))
-                return cache[key][0]
+                if self._unheld:
+                    self._hold()  # a cached value may be changed in place and need saving
+                return cache.setdefault(key, (value, raw))[0]
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -191,8 +266,10 @@ class PersistDict(MutableMapping[str, Any]):
                 backend.check_writable()
                 self._record(backend, key)
             backend.set(key, raw)
+            if self._unheld:
+                self._hold()
             if self._cache is not None:
-                self._cache[key] = (value, raw)
+                self._cache_put(key, (value, raw))
 
     def __delitem__(self, key: str) -> None:
         if not isinstance(key, str):
@@ -203,8 +280,10 @@ class PersistDict(MutableMapping[str, Any]):
                 backend.check_writable()
                 self._record(backend, key)
             backend.delete(key)
+            if self._unheld:
+                self._hold()
             if self._cache is not None:
-                self._cache.pop(key, None)
+                self._cache_put(key, _MISSING)
 
     def __contains__(self, key: object) -> bool:
         # The mixin would fetch and decode the value just to answer yes or no.
@@ -256,6 +335,11 @@ class PersistDict(MutableMapping[str, Any]):
                 value = loads(raw)
             except Exception as exc:
                 raise self._undecodable(key, exc) from exc
+            if cache is not None:
+                # Like d[k], so a value reached through items()/values() is written back too.
+                if self._unheld:
+                    self._hold()
+                value = cache.setdefault(key, (value, raw))[0]
             yield key, value
 
     def keys(self) -> KeysView[str]:
@@ -267,7 +351,9 @@ class PersistDict(MutableMapping[str, Any]):
     def items(self) -> ItemsView[str, Any]:
         return _Items(self)
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: object, default: Any = None) -> Any:
+        if not isinstance(key, str):
+            return default  # asking, like `in`: a key that can't be stored is not there
         try:
             return self[key]
         except KeyError:
@@ -281,7 +367,9 @@ class PersistDict(MutableMapping[str, Any]):
     def _atomic(self) -> contextlib.AbstractContextManager[Any]:
         backend = self.backend
         shared = backend.native_transactions and backend.persistent
-        return self.transaction() if shared and not self._stores_objects else self._lock
+        if shared and not self._stores_objects:
+            return self._transaction(write_back=False)
+        return self._lock
 
     def pop(self, key: str, default: Any = _MISSING) -> Any:
         if not isinstance(key, str):
@@ -338,10 +426,8 @@ class PersistDict(MutableMapping[str, Any]):
                 for i, item in enumerate(other):
                     try:
                         key, value = item
-                    except (TypeError, ValueError):
-                        raise TypeError(
-                            f"update() element #{i} must be a (key, value) pair, not {item!r:.80}"
-                        ) from None
+                    except (TypeError, ValueError) as exc:
+                        _not_a_pair(i, item, exc)
                     pairs.append((key, value))
             pairs.extend(kwargs.items())
             for key, _ in pairs:
@@ -368,9 +454,11 @@ class PersistDict(MutableMapping[str, Any]):
                 for key, _ in encoded:
                     self._record(backend, key)
             backend.set_many(encoded)
+            if self._unheld:
+                self._hold()
             if self._cache is not None:
                 for (key, value), (_, raw) in zip(pairs, encoded, strict=True):
-                    self._cache[key] = (value, raw)
+                    self._cache_put(key, (value, raw))
 
     def clear(self) -> None:
         with self._lock:
@@ -380,8 +468,11 @@ class PersistDict(MutableMapping[str, Any]):
                 for key in backend.iter_keys():
                     self._record(backend, key)
             backend.clear()
+            if self._unheld:
+                self._hold()
             if self._cache is not None:
-                self._cache.clear()
+                for key in list(self._cache):
+                    self._cache_put(key, _MISSING)
 
     def __or__(self, other: Any) -> dict[str, Any]:
         if not isinstance(other, Mapping):
@@ -403,49 +494,83 @@ class PersistDict(MutableMapping[str, Any]):
 
     # Transactions.
 
-    @contextmanager
-    def transaction(self) -> Iterator[PersistDict]:
+    def transaction(self) -> contextlib.AbstractContextManager[PersistDict]:
         """Group writes: on a normal exit all of them persist, on an exception none do.
 
         Other threads using this dict wait until the block ends. On sqlite, lmdb, redis and
         postgres the block is a storage transaction, so a read-modify-write inside it is
         atomic across processes too. Blocks nest; an inner one rolls back alone.
+
+        With ``writeback=True`` the outermost block also writes back, as part of it, the
+        cached values that changed. A rolled-back block puts back the cached objects its
+        writes replaced, so objects read before it stay attached; changes made inside it to
+        such objects in place are not undone (they were never stored) and are written back
+        later like any other.
         """
+        return self._transaction(write_back=True)
+
+    @contextmanager
+    def _transaction(self, *, write_back: bool) -> Iterator[PersistDict]:
+        # write_back=False for the internal blocks of pop/popitem/setdefault: writing back the
+        # whole cache there would re-encode every cached value on every call.
         with self._lock:
             backend = self.backend
             outermost = not self._journals and not self._tx_depth
+            cache = self._cache
+            write_back = write_back and outermost and cache is not None
+            saved: list[tuple[str, Any, Any]] = []
+            if not backend.native_transactions:
+                backend.check_writable()
+            if cache is not None:
+                self._cache_undo.append({})
             if backend.native_transactions:
                 self._tx_depth += 1
                 try:
                     with backend.transaction():
                         yield self
-                        if outermost and self._cache is not None:
-                            self._write_back(backend)
+                        if write_back:
+                            saved = self._write_changed(backend)
+                    if outermost and self._stores_objects:
+                        self._release()  # the snapshot file was saved as the block ended
                 except BaseException:
-                    if self._cache is not None:
-                        self._cache.clear()  # cached objects may hold rolled-back changes
+                    if cache is not None:
+                        self._cache_rollback(self._cache_undo.pop())
                     raise
                 finally:
                     self._tx_depth -= 1
-                return
-            backend.check_writable()
-            self._journals.append({})
-            try:
-                yield self
-                if outermost and self._cache is not None:
-                    self._write_back(backend)
-            except BaseException:
-                journal = self._journals.pop()
-                self._undo(backend, journal)
-                if self._cache is not None:
-                    self._cache.clear()
-                raise
-            journal = self._journals.pop()
-            if self._journals:
-                for key, old in journal.items():
-                    self._journals[-1].setdefault(key, old)
             else:
-                backend.flush()
+                self._journals.append({})
+                try:
+                    yield self
+                    if write_back:
+                        saved = self._write_changed(backend)
+                except BaseException:
+                    journal = self._journals.pop()
+                    self._undo(backend, journal)
+                    if cache is not None:
+                        self._cache_rollback(self._cache_undo.pop())
+                    raise
+                journal = self._journals.pop()
+                if self._journals:
+                    for key, old in journal.items():
+                        self._journals[-1].setdefault(key, old)
+                else:
+                    try:
+                        backend.flush()
+                    except BaseException:
+                        if cache is not None:
+                            self._cache_undo.pop()  # the writes stay, as in the storage
+                        raise
+            if cache is not None:
+                # Committed: what the block replaced stays replaced, for an outer block too.
+                undo = self._cache_undo.pop()
+                if self._cache_undo:
+                    for key, entry in undo.items():
+                        self._cache_undo[-1].setdefault(key, entry)
+                for key, value, raw in saved:
+                    entry = cache.get(key)
+                    if entry is not None and entry[0] is value:
+                        cache[key] = (value, raw)  # stored now: unchanged from here on
 
     @staticmethod
     def _undo(backend: BackendBase, journal: dict[str, Any]) -> None:
@@ -458,20 +583,27 @@ class PersistDict(MutableMapping[str, Any]):
 
     # Lifecycle.
 
-    def _write_back(self, backend: BackendBase) -> None:
+    def _write_changed(self, backend: BackendBase) -> list[tuple[str, Any, Any]]:
+        """Store each cached value whose encoding changed since it was read or stored;
+        return ``(key, value, new encoding)`` for each, the cache itself untouched."""
         cache = self._cache
         if not cache or backend.read_only:
-            if cache:
-                cache.clear()
-            return
+            return []
         changed = []
         for key, (value, raw) in cache.items():
             new = self._encode(key, value)
             if new != raw:
-                changed.append((key, new))
+                changed.append((key, value, new))
         if changed:
-            backend.set_many(changed)
-        cache.clear()
+            backend.set_many([(key, new) for key, _, new in changed])
+        return changed
+
+    def _write_back(self, backend: BackendBase) -> None:
+        # flush() and close(): store what changed, then forget the cache, as shelve's sync()
+        # does, so it can't grow without bound over a long-lived dict's life.
+        self._write_changed(backend)
+        if self._cache:
+            self._cache.clear()
 
     def flush(self, force: bool = False) -> None:
         """Write pending changes and make them durable.
@@ -492,6 +624,7 @@ class PersistDict(MutableMapping[str, Any]):
                 backend.flush(force=True)
             else:
                 backend.flush()
+            self._release()
 
     sync = flush
 
@@ -508,7 +641,28 @@ class PersistDict(MutableMapping[str, Any]):
                 self._write_back(backend)
             backend.close()
             self._backend = None
+            self._release()
             _open_dicts.pop(id(self), None)
+
+    def __del__(self) -> None:
+        # As an unclosed file does: warn, then close, which saves what is pending and releases
+        # file descriptors and locks. Not in a forked child, which doesn't own the storage.
+        if getattr(self, "_backend", None) is None or os.getpid() != self._pid:
+            return
+        try:
+            warnings.warn(
+                f"unclosed {self!r}: close it, or open it in a with block",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+        finally:  # closed even where warnings are errors (-W error), as a file is
+            try:
+                self.close()
+            except Exception as exc:
+                print(
+                    f"persistdict: could not save {self!r} when collected: {exc}", file=sys.stderr
+                )
 
     @property
     def closed(self) -> bool:
@@ -544,6 +698,7 @@ class PersistDict(MutableMapping[str, Any]):
             lock._at_fork_reinit()
             self._journals = []
             self._tx_depth = 0
+            self._cache_undo = []
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -569,9 +724,13 @@ class PersistDict(MutableMapping[str, Any]):
             refresh()
 
 
-# Dicts still open, closed (and so saved) at interpreter exit. Strong references on purpose:
-# a snapshot dict dropped without close() still gets its data written.
-_open_dicts: dict[int, PersistDict] = {}
+# Dicts still open, closed (and so saved) at interpreter exit. Weak references: a dict
+# dropped without close() is closed when collected (PersistDict.__del__), not kept forever
+# with its file descriptors. Only while it may hold unsaved writes is it also in _unsaved,
+# strongly, so that they are saved at exit in a known order rather than whenever it is
+# collected.
+_open_dicts: weakref.WeakValueDictionary[int, PersistDict] = weakref.WeakValueDictionary()
+_unsaved: dict[int, PersistDict] = {}
 _owner_pid = os.getpid()
 
 
@@ -579,6 +738,7 @@ def _close_all_at_exit() -> None:
     if os.getpid() != _owner_pid:
         return
     for d in list(_open_dicts.values()):
+        d._pid = -1  # saved here or never: not again by __del__ as the interpreter shuts down
         # A daemon thread may still hold the dict (it runs on during atexit): wait for it as
         # long as for another process's lock, not forever, or the interpreter never exits.
         lock: Any = d._lock
@@ -607,9 +767,10 @@ def _prepare_fork() -> None:
 def _forget_after_fork() -> None:
     global _owner_pid
     # The child inherits the parent's dicts; it must not save them at its own exit.
-    for d in _open_dicts.values():
+    for d in list(_open_dicts.values()):
         d._after_fork_in_child()
     _open_dicts.clear()
+    _unsaved.clear()
     _owner_pid = os.getpid()
 
 

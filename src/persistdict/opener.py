@@ -95,7 +95,9 @@ def open(
     options.update(backend_options)
     if timeout is not None:  # left out otherwise, so a URL's ?timeout= can still set it
         options["timeout"] = check_timeout(timeout)
-    defaults = {"mode": None, "table": "items", "commit_every": 0}
+    # A general option left at its default is dropped for a backend that doesn't take it:
+    # flag too, since backends of the original protocol were given a path and nothing else.
+    defaults = {"flag": "c", "mode": None, "table": "items", "commit_every": 0}
     accepted = _accepted_options(factory)
     if accepted is not None and "serializer" in accepted:
         options["serializer"] = codec  # e.g. postgres picks jsonb or bytea columns from it

@@ -128,10 +128,14 @@ def fork_generation() -> int:
 
 @runtime_checkable
 class Backend(Protocol):
-    """What ``PersistDict`` needs from storage. See the module docstring for the two kinds."""
+    """What ``PersistDict`` needs from storage. See the module docstring for the two kinds.
 
-    stores_objects: bool
-    read_only: bool
+    These are the methods both shapes of backend have. To list its keys, a backend has, in
+    today's shape, ``iter_keys()`` (streaming) and ``count()``; in the original shape (SPEC
+    section 8), ``keys()``, ``__len__()`` and ``clear()``, with ``str`` values. Both pass
+    ``isinstance(backend, Backend)`` and work with ``PersistDict(backend)``; :func:`adapt`
+    wraps them. ``stores_objects`` and ``read_only`` are optional attributes (default false).
+    """
 
     def get(self, key: str) -> Any:
         """Return the stored value; ``KeyError`` if missing."""
@@ -142,11 +146,6 @@ class Backend(Protocol):
         """Remove ``key``; ``KeyError`` if missing."""
 
     def contains(self, key: str) -> bool: ...
-
-    def iter_keys(self) -> Iterator[str]:
-        """Yield every key once; must stream, never load all keys at once."""
-
-    def count(self) -> int: ...
 
     def flush(self) -> None: ...
 
@@ -226,6 +225,22 @@ class BackendBase:
         """A short label for ``repr``; must never contain a password."""
         return self.name
 
+    @property
+    def buffers_writes(self) -> bool:
+        """Whether a write may wait in this process until ``flush()``/``close()``.
+
+        ``PersistDict`` keeps a dict that may hold such writes alive until it is flushed or
+        the interpreter exits, so they are saved even if it is dropped unclosed; any other
+        unclosed dict is closed when collected. This default guesses from the capabilities
+        (snapshot files, ``commit_every`` batches, stores without transactions such as dbm);
+        a backend that knows better overrides it.
+        """
+        if self.read_only or not self.persistent:
+            return False
+        if self.stores_objects or not self.native_transactions:
+            return True
+        return bool(getattr(self, "commit_every", 0))
+
     def check_writable(self) -> None:
         if self.read_only:
             raise ReadOnlyError(
@@ -264,8 +279,12 @@ class BackendBase:
         pass
 
 
+_CURRENT = ("iter_keys", "count")
+_ORIGINAL = ("keys", "__len__", "clear")
+
+
 class _Adapted(BackendBase):
-    """Wraps an object that has only the :class:`Backend` methods."""
+    """Wraps an object that has only the :class:`Backend` methods, in today's shape."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -300,13 +319,50 @@ class _Adapted(BackendBase):
         self._inner.close()
 
 
+class _AdaptedOriginal(_Adapted):
+    """Wraps a backend of the original protocol: ``keys()``, ``len()``, ``clear()``, str values.
+
+    Some of those answered ``None`` for a missing key and ignored the deletion of one; a
+    stored value is a ``str``, never ``None``, so both are told apart safely here.
+    """
+
+    def get(self, key: str) -> Any:
+        value = self._inner.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def delete(self, key: str) -> None:
+        self.check_writable()
+        if not self._inner.contains(key):
+            raise KeyError(key)
+        self._inner.delete(key)
+
+    def iter_keys(self) -> Iterator[str]:
+        return iter(self._inner.keys())
+
+    def count(self) -> int:
+        return len(self._inner)
+
+    def clear(self) -> None:
+        self.check_writable()
+        self._inner.clear()
+
+
 def adapt(backend: Any) -> BackendBase:
-    """Return ``backend`` as a :class:`BackendBase`, wrapping a bare :class:`Backend`."""
+    """Return ``backend`` as a :class:`BackendBase`, wrapping a bare :class:`Backend` of
+    either shape (today's, or the original one)."""
     if isinstance(backend, BackendBase):
         return backend
     if isinstance(backend, Backend):
-        return _Adapted(backend)
+        if all(hasattr(backend, name) for name in _CURRENT):
+            return _Adapted(backend)
+        if all(hasattr(backend, name) for name in _ORIGINAL):
+            return _AdaptedOriginal(backend)
+    shared = ("get", "set", "delete", "contains", "flush", "close")
+    missing = [name for name in shared + _CURRENT if not hasattr(backend, name)]
     raise TypeError(
-        f"{type(backend).__name__} is not a persistdict backend: it needs the methods "
-        "get, set, delete, contains, iter_keys, count, flush and close"
+        f"{type(backend).__name__} is not a persistdict backend (missing: {', '.join(missing)}):"
+        f" it needs the methods {', '.join(shared)}, and either {' and '.join(_CURRENT)} or, "
+        f"in the original protocol, {', '.join(_ORIGINAL)}"
     )

@@ -16,11 +16,16 @@ them to a tick of a few ms, some to 2 s), the bytes are compared as well.
 
 from __future__ import annotations
 
+import collections
 import copy
+import datetime as _dt
+import decimal as _decimal
+import fractions as _fractions
 import hashlib
 import os
 import shlex
 import time
+import uuid as _uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -93,7 +98,7 @@ class SnapshotBackend(BackendBase):
         self._disk_racy = False
         self._lock: FileLock | None = None
         self._fork_generation = fork_generation()
-        self._saved: list[dict[str, Any]] = []
+        self._saved: list[_Saved] = []
         # A symlink another user planted in a shared folder is refused before anything is
         # read or written, readers included (it could point at a file of theirs or yours).
         resolve_data_path(self.path, create=flag in ("c", "n"))
@@ -391,22 +396,36 @@ class SnapshotBackend(BackendBase):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """Undo the block's changes if it raises, or if the save at its end fails.
+
+        What is undone: the dict's keys and every object reachable from it when the block
+        began (dicts, lists, sets, bytearrays, deques, and the ``__dict__`` of other objects)
+        get back their contents in place, so the objects callers hold stay the dict's own.
+        Objects the block added are dropped. Objects of other mutable kinds (``__slots__``
+        or C-level state, e.g. ``array.array``; pickle files only) are put back as copies made
+        when the block began, so a reference to one of those is detached; one that can't be
+        copied is left as it is.
+        """
         self.check_writable()
-        # A deep copy: nested objects changed inside the block must roll back too.
-        self._saved.append(copy.deepcopy(self._data))
+        # Shallow copies of every container's contents (not deep copies): restoring them in
+        # place keeps each object's identity, and a deep copy put back instead would cut the
+        # caller's references loose (issue 12, item 2).
+        saved = _capture(self._data)
+        self._saved.append(saved)
         try:
             yield
         except BaseException:
-            self._data = self._saved.pop()
+            self._saved.pop()
+            _restore(saved)
             raise
-        saved = self._saved.pop()
+        self._saved.pop()
         if not self._saved:
             try:
                 self.flush()
             except BaseException:
                 # A commit that could not be saved (disk full) undoes the block, as a failed
                 # COMMIT does: the caller sees an error and may run the block again.
-                self._data = saved
+                _restore(saved)
                 raise
 
     def describe(self) -> str:
@@ -419,6 +438,114 @@ def _identity(seen: os.stat_result) -> tuple[int, int, int, int, int]:
 
 def _count(n: int, noun: str) -> str:
     return f"1 {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# Types whose values can't change in place: nothing to capture (tuples and frozensets are
+# looked into, for mutable objects inside them).
+_IMMUTABLE = (
+    str,
+    bytes,
+    int,
+    float,
+    complex,
+    bool,
+    type(None),
+    range,
+    type,
+    _dt.date,
+    _dt.time,
+    _dt.timedelta,
+    _decimal.Decimal,
+    _fractions.Fraction,
+    _uuid.UUID,
+)
+
+
+# The common leaves, skipped by exact type before any other check: most of a file's values.
+_ATOMIC = frozenset({str, int, float, bool, type(None), bytes})
+
+
+class _Saved:
+    """The state of every object reachable from a snapshot's dict, to put back in place."""
+
+    def __init__(self) -> None:
+        # id -> (object, its contents when captured); the object is held so its id stays
+        # unique while the block runs.
+        self.states: dict[int, tuple[Any, Any]] = {}
+        # Objects that can't be restored in place: (object, a deep copy to use instead).
+        self.copies: dict[int, tuple[Any, Any]] = {}
+
+
+def _capture(data: dict[str, Any]) -> _Saved:
+    saved = _Saved()
+    states, copies = saved.states, saved.copies
+    atomic = _ATOMIC
+    stack: list[Any] = [data]
+    push = stack.extend
+    while stack:
+        obj = stack.pop()
+        key = id(obj)
+        if key in states:
+            continue
+        state: Any
+        kind = type(obj)
+        if kind is dict:  # the usual case first: a JSON object
+            state = obj.copy()
+            push([v for v in state.values() if type(v) not in atomic])
+            push([k for k in state if type(k) is not str])
+        elif kind is list:
+            state = obj.copy()
+            push([v for v in state if type(v) not in atomic])
+        elif key in copies or isinstance(obj, _IMMUTABLE):
+            continue
+        elif isinstance(obj, dict):
+            state = dict(obj)
+            push([v for v in state.values() if type(v) not in atomic])
+            push([k for k in state if type(k) not in atomic])
+        elif isinstance(obj, (list, set, bytearray, collections.deque)):
+            state = list(obj)
+            push([v for v in state if type(v) not in atomic])
+        elif isinstance(obj, (tuple, frozenset)):
+            push([v for v in obj if type(v) not in atomic])
+            continue
+        elif isinstance(getattr(obj, "__dict__", None), dict) and not hasattr(
+            type(obj), "__slots__"
+        ):
+            state = dict(obj.__dict__)
+            push(state.values())
+        else:
+            try:
+                dup = copy.deepcopy(obj)
+            except Exception:  # e.g. a lock slipped in: left as it is, as the save would fail
+                dup = obj
+            copies[key] = (obj, dup)
+            continue
+        states[key] = (obj, state)
+    return saved
+
+
+def _restore(saved: _Saved) -> None:
+    swap = {key: dup for key, (_, dup) in saved.copies.items()}
+    for obj, state in saved.states.values():
+        if swap:  # an object restored as a copy takes its place wherever it was held
+            if isinstance(state, dict):
+                state = {k: swap.get(id(v), v) for k, v in state.items()}
+            else:
+                state = [swap.get(id(v), v) for v in state]
+        if isinstance(obj, dict):
+            obj.clear()
+            obj.update(state)
+        elif isinstance(obj, (list, bytearray)):
+            obj[:] = state
+        elif isinstance(obj, set):
+            obj.clear()
+            obj.update(state)
+        elif isinstance(obj, collections.deque):
+            obj.clear()
+            obj.extend(state)
+        else:
+            obj.__dict__.clear()
+            obj.__dict__.update(state)
 
 
 def _utc(timestamp: float) -> str:

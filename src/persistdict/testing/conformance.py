@@ -13,6 +13,8 @@ persistence adds: data survives reopening, bad input changes nothing, closed dic
 
 from __future__ import annotations
 
+import gc
+import os
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,32 +23,44 @@ import pytest
 
 import persistdict
 from persistdict import ClosedError, PersistDict, ReadOnlyError
+from persistdict.testing.dict_protocol import DictProtocol, KeysOnly
 
 __all__ = ["MappingConformance"]
 
 
-class _KeysOnly:
-    """A mapping-like object with only ``keys`` and ``__getitem__``, as ``dict.update`` takes."""
+def _open_fds() -> dict[int, str] | None:
+    """This process's open file descriptors and what they point to; ``None`` without /proc."""
+    folder = "/proc/self/fd"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    fds = {}
+    for name in names:
+        try:
+            fds[int(name)] = os.readlink(f"{folder}/{name}")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            continue
+    return fds
 
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
 
-    def keys(self) -> Any:
-        return self._data.keys()
+class _Unsavable:
+    """A value no format can save: JSON doesn't know it, pickle is refused."""
 
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
+    def __reduce__(self) -> Any:
+        raise TypeError("_Unsavable can't be saved")
 
 
-class MappingConformance:
-    """The shared suite. Not collected by itself (its name does not start with ``Test``)."""
+class MappingConformance(DictProtocol):
+    """The shared suite. Not collected by itself (its name does not start with ``Test``).
+
+    It includes :class:`~persistdict.testing.dict_protocol.DictProtocol`, CPython's
+    ``mapping_tests`` expectations, and its flags ``live_objects`` (reads return the stored
+    objects themselves, as snapshot files do) and ``str_values_only`` (csv).
+    """
 
     #: Data outlives close() and can be reopened.
     persistent: ClassVar[bool] = True
-    #: Reads return the stored objects themselves (snapshot files), not copies.
-    live_objects: ClassVar[bool] = False
-    #: Only ``str`` values can be stored (csv).
-    str_values_only: ClassVar[bool] = False
     #: The target is a file: flags "r"/"w" on a missing one raise FileNotFoundError.
     file_based: ClassVar[bool] = True
     #: Keys and text values may hold NUL characters (not in a CSV text file).
@@ -57,6 +71,19 @@ class MappingConformance:
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         """Open this backend's dict stored under ``folder``; same folder, same dict."""
         raise NotImplementedError
+
+    @pytest.fixture(autouse=True)
+    def _no_fd_leak(self) -> Iterator[None]:
+        """Fail a test that leaves a file descriptor open once its dicts are closed or gone."""
+        before = _open_fds()
+        yield
+        if before is None:
+            return
+        gc.collect()  # an unclosed dict is closed when collected
+        after = _open_fds()
+        assert after is not None
+        leaked = {fd: target for fd, target in after.items() if before.get(fd) != target}
+        assert not leaked, f"file descriptors left open: {leaked}"
 
     def value(self, i: int) -> Any:
         """A storable value, distinct for each ``i``."""
@@ -180,7 +207,7 @@ class MappingConformance:
         with self.open_dict(tmp_path) as d:
             d.update({"a": self.value(1)})
             d.update([("b", self.value(2))])
-            d.update(_KeysOnly({"c": self.value(3)}))
+            d.update(KeysOnly({"c": self.value(3)}))
             d.update(e=self.value(5))
             d.update({"a": self.value(0)}, f=self.value(6))
             d.update()
@@ -191,8 +218,10 @@ class MappingConformance:
                 "e": self.value(5),
                 "f": self.value(6),
             }
-            with pytest.raises(TypeError, match="pair"):
+            with pytest.raises(ValueError, match=r"element #1 must be a \(key, value\) pair"):
                 d.update([("x", self.value(1)), "not a pair of two"])
+            with pytest.raises(TypeError, match=r"element #0 must be a \(key, value\) pair"):
+                d.update([5])
             assert "x" not in d
             with pytest.raises(TypeError):
                 d.update(5)
@@ -442,6 +471,52 @@ class MappingConformance:
                 "after": self.value(4),
             }
 
+    def test_rollback_keeps_the_objects_callers_hold(self, tmp_path: Path) -> None:
+        # A rolled-back block, or one whose save fails, restores the contents of the very
+        # objects callers hold: later changes through them are still saved.
+        if not self.live_objects or self.str_values_only:
+            pytest.skip("reads return copies, or values are immutable strings")
+        with self.open_dict(tmp_path) as d:
+            d["settings"] = {"root": "/srv", "paths": ["a"], "nested": {"x": 1}}
+            d["other"] = [1, 2]
+            settings, other = d["settings"], d["other"]
+            paths, nested = settings["paths"], settings["nested"]
+
+            def change_everything() -> None:
+                settings["root"] = "/changed"
+                settings["new"] = True
+                paths.append("b")
+                nested.clear()
+                settings["paths"] = ["replaced"]
+                d["other"] = "replaced"
+                d["added"] = {"a": 1}
+                del d["settings"]
+
+            with pytest.raises(RuntimeError, match="boom"), d.transaction():
+                change_everything()
+                raise RuntimeError("boom")
+            with (
+                pytest.raises(TypeError, match=r"can.t be saved|not JSON serializable"),
+                d.transaction(),
+            ):
+                change_everything()
+                d["added"]["bad"] = _Unsavable()  # the save at the end of the block fails
+            for _ in range(2):
+                assert d["settings"] is settings
+                assert settings["paths"] is paths
+                assert settings["nested"] is nested
+                assert d["other"] is other
+                assert dict(d) == {
+                    "settings": {"root": "/srv", "paths": ["a"], "nested": {"x": 1}},
+                    "other": [1, 2],
+                }
+                with d.transaction(), d.transaction():  # nested blocks that commit
+                    pass
+            settings["root"] = "/after"
+            paths.append("kept")
+        with self.open_dict(tmp_path) as d:
+            assert d["settings"] == {"root": "/after", "paths": ["a", "kept"], "nested": {"x": 1}}
+
     def test_transaction_read_modify_write(self, tmp_path: Path) -> None:
         with self.open_dict(tmp_path) as d:
             for _ in range(5):
@@ -483,6 +558,79 @@ class MappingConformance:
             with self.open_dict(tmp_path) as d:
                 assert d["cfg"] == {"root": "/changed", "extra": True}
                 assert d["other"] == {"n": 1}
+
+    def test_writeback_saves_changes_through_every_access_path(self, tmp_path: Path) -> None:
+        # shelve's promise: any value read is written back if it changed, whatever ran between
+        # reading and changing it (here: pop, popitem, setdefault, transactions committed and
+        # rolled back, update, del, reads).
+        if self.str_values_only or self.live_objects:
+            pytest.skip("writeback applies to per-key backends with mutable values")
+
+        def log(i: int) -> dict[str, Any]:
+            return {"n": i, "log": []}
+
+        with self.open_dict(tmp_path, writeback=True) as d:
+            d.update({f"k{i}": log(i) for i in range(6)})
+            d.update({"victim": 1, "gone": 2, "spare": 3})
+            held = {
+                "k0": d["k0"],
+                "k1": d.get("k1"),
+                "k2": d.setdefault("k2", log(99)),
+                "new": d.setdefault("new", log(-1)),
+                "k3": next(v for k, v in d.items() if k == "k3"),
+                "k4": next(v for v in d.values() if isinstance(v, dict) and v["n"] == 4),
+            }
+            held["k5"] = d["k5"]
+            d.pop("victim")
+            popped, _ = d.popitem()
+            with d.transaction():
+                d["committed"] = 1
+            with pytest.raises(RuntimeError), d.transaction():
+                d["k5"] = log(55)  # replaced, then rolled back: the held object stays
+                d["rolled back"] = 1
+                raise RuntimeError
+            assert d["k5"] is held["k5"]
+            d.update({"updated": 1})
+            del d["gone" if popped != "gone" else "spare"]
+            assert d.pop("absent", None) is None
+            assert "committed" in d
+            assert len(d) > 0
+            assert sorted(d) == sorted(set(d))
+            for name, value in held.items():
+                value["log"].append(f"changed via {name}")
+            held.pop(popped, None)
+            d.flush()  # writes back and empties the cache: what follows reads the storage
+            for name in held:
+                assert d[name]["log"] == [f"changed via {name}"], name
+        if self.persistent:
+            with self.open_dict(tmp_path) as d:
+                for name in held:
+                    assert d[name]["log"] == [f"changed via {name}"], name
+                assert "rolled back" not in d
+                assert d["committed"] == 1
+
+    def test_writeback_never_brings_back_what_was_deleted_or_replaced(self, tmp_path: Path) -> None:
+        if self.str_values_only or self.live_objects:
+            pytest.skip("writeback applies to per-key backends with mutable values")
+        with self.open_dict(tmp_path, writeback=True) as d:
+            d.update({"a": [1], "b": [2], "c": [3]})
+            a, b, c = d["a"], d["b"], d["c"]
+            d["b"] = [20]
+            del d["c"]
+            d.flush()
+            b.append("stale")
+            c.append("stale")
+            a.append("after flush")  # read before flush(): detached by it, as in shelve
+            assert d["a"] == [1]
+            d["a"].append("read again")
+            kept = d["a"]
+            d.clear()
+            kept.append("after clear")
+            d.flush()
+            assert dict(d) == {}
+        if self.persistent:
+            with self.open_dict(tmp_path) as d:
+                assert dict(d) == {}
 
     def test_mapping_abc(self, tmp_path: Path) -> None:
         with self.open_dict(tmp_path) as d:

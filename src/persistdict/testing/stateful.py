@@ -5,12 +5,18 @@ failed) and close-and-reopen, run on the backend under test; after every step th
 equal the model. Use :func:`machine_for` with a conformance class instance::
 
     TestSqliteStateful = machine_for(TestSqlite()).TestCase
+    TestSqliteWriteback = machine_for(TestSqlite(), writeback=True).TestCase
+
+Where values read are the stored ones (snapshot files, or ``writeback=True``), the machine
+also changes them in place, and checks that a rolled-back transaction leaves the objects it
+read before the block attached to the dict.
 
 hypothesis is imported here, so this module needs the ``test`` extra.
 """
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from pathlib import Path
@@ -56,9 +62,15 @@ class _RollbackError(Exception):
     """Raised inside a transaction to make it roll back."""
 
 
-def machine_for(suite: MappingConformance) -> type[RuleBasedStateMachine]:
-    """Build a state machine class for the backend that ``suite.open_dict`` opens."""
+def machine_for(
+    suite: MappingConformance, *, writeback: bool = False
+) -> type[RuleBasedStateMachine]:
+    """Build a state machine class for the backend that ``suite.open_dict`` opens, with
+    ``writeback=True`` if asked (per-key backends)."""
     values = _text_values if suite.str_values_only else json_values
+    options = {"writeback": True} if writeback else {}
+    # Reads hand out the stored objects: changes in place must be kept.
+    live = (suite.live_objects or writeback) and not suite.str_values_only
     key_st = keys
     if not suite.nul_in_text:
         no_nul = st.characters(exclude_categories=["Cs"], exclude_characters="\0")
@@ -70,12 +82,16 @@ def machine_for(suite: MappingConformance) -> type[RuleBasedStateMachine]:
             super().__init__()
             self.folder = Path(tempfile.mkdtemp(prefix="persistdict-stateful-"))
             self.model: dict[str, Any] = {}
-            self.d: PersistDict = suite.open_dict(self.folder, flag="n")
+            self.d: PersistDict = suite.open_dict(self.folder, flag="n", **options)
+            self.changes = 0
+
+        # The model gets copies: an object stored in the dict and changed in place must not
+        # change the model with it.
 
         @rule(key=key_st, value=values)
         def set(self, key: str, value: Any) -> None:
             self.d[key] = value
-            self.model[key] = value
+            self.model[key] = copy.deepcopy(value)
 
         @rule(key=key_st)
         def get(self, key: str) -> None:
@@ -99,7 +115,28 @@ def machine_for(suite: MappingConformance) -> type[RuleBasedStateMachine]:
 
         @rule(key=key_st, value=values)
         def setdefault(self, key: str, value: Any) -> None:
-            assert self.d.setdefault(key, value) == self.model.setdefault(key, value)
+            expected = self.model.setdefault(key, copy.deepcopy(value))
+            assert self.d.setdefault(key, value) == expected
+
+        @precondition(lambda self: live and bool(self.model))
+        @rule(data=st.data())
+        def change_in_place(self, data: st.DataObject) -> None:
+            key = data.draw(st.sampled_from(sorted(self.model)))
+            self._change(key)
+
+        def _change(self, key: str) -> bool:
+            # Change the value read for key in place, as a caller holding it would.
+            held = self.d[key]
+            self.changes += 1
+            if isinstance(held, list):
+                held.append(self.changes)
+                self.model[key].append(self.changes)
+            elif isinstance(held, dict):
+                held["changed"] = self.changes
+                self.model[key]["changed"] = self.changes
+            else:
+                return False
+            return True
 
         @rule(key=key_st)
         def pop(self, key: str) -> None:
@@ -114,7 +151,7 @@ def machine_for(suite: MappingConformance) -> type[RuleBasedStateMachine]:
         @rule(items=st.dictionaries(key_st, values, max_size=5))
         def update(self, items: dict[str, Any]) -> None:
             self.d.update(items)
-            self.model.update(items)
+            self.model.update(copy.deepcopy(items))
 
         @rule()
         def clear(self) -> None:
@@ -127,26 +164,35 @@ def machine_for(suite: MappingConformance) -> type[RuleBasedStateMachine]:
 
         @rule(items=st.dictionaries(key_st, values, max_size=3), drop=key_st, fail=st.booleans())
         def transaction(self, items: dict[str, Any], drop: str, fail: bool) -> None:
+            held = {k: self.d[k] for k in list(self.model)[:3]} if live else {}
+            before = copy.deepcopy(self.model)
             try:
                 with self.d.transaction():
+                    for key in held:  # a change in place, inside the block
+                        self._change(key)
                     self.d.update(items)
                     self.d.pop(drop, None)
                     if fail:
                         raise _RollbackError
             except _RollbackError:
+                for key, value in held.items():  # still the dict's own objects
+                    assert self.d[key] is value, key
+                if suite.live_objects:
+                    self.model = before  # snapshot files undo changes in place too
+                # With writeback a change in place was never stored, so nothing undoes it.
                 return
-            self.model.update(items)
+            self.model.update(copy.deepcopy(items))
             self.model.pop(drop, None)
 
         @precondition(lambda self: suite.persistent)
         @rule(read_only=st.booleans())
         def reopen(self, read_only: bool) -> None:
             self.d.close()
-            self.d = suite.open_dict(self.folder, flag="r" if read_only else "w")
+            self.d = suite.open_dict(self.folder, flag="r" if read_only else "w", **options)
             assert dict(self.d) == self.model
             if read_only:
                 self.d.close()
-                self.d = suite.open_dict(self.folder, flag="w")
+                self.d = suite.open_dict(self.folder, flag="w", **options)
 
         @invariant()
         def matches_model(self) -> None:
