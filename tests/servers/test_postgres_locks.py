@@ -169,3 +169,75 @@ def test_a_bad_timeout_in_the_url_is_refused_before_connecting(scheme: str, time
         persistdict.open(f"{url}?timeout={timeout}")
     assert "u:***@127.0.0.1:1" in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+# A write that fails inside transaction() aborts PostgreSQL's transaction; if the caller catches
+# the error and goes on, a COMMIT would silently roll the whole block back. Nothing may commit
+# outside the block, every later write in it must raise, and the block must end with an error.
+
+
+ROLLED_BACK = r"rolled the block back"
+
+
+def _row_locked_by_another_client(table: str, key: str) -> Any:
+    import psycopg
+
+    other = psycopg.connect(server_url("postgres"))
+    other.execute(f'SELECT 1 FROM "{table}" WHERE key = %s FOR UPDATE', (key,))
+    return other  # holds the row lock until closed
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["outer", "nested"])
+def test_a_block_postgres_aborted_raises_on_and_keeps_nothing(tmp_path: Path, nested: bool) -> None:
+    table = namespace("postgres", tmp_path)
+    with _open(tmp_path, timeout=0.2) as d:
+        d.update({"locked": 0, "kept": 0})
+        other = _row_locked_by_another_client(table, "locked")
+        try:
+            with pytest.raises(persistdict.Error, match=ROLLED_BACK), d.transaction():
+                d["before"] = 1
+                with d.transaction() if nested else _no_block():
+                    d["inner_before"] = 1
+                    with pytest.raises(LockedError):
+                        d["locked"] = 1  # waits for the other client's row lock
+                    for write in (
+                        lambda: d.__setitem__("after", 1),
+                        lambda: d.update({"after2": 1}),
+                        lambda: d.__delitem__("kept"),
+                    ):
+                        with pytest.raises(persistdict.Error, match=ROLLED_BACK):
+                            write()
+                if nested:  # the inner block ended with the error: the outer goes on
+                    pytest.fail("the inner block must end with an error")
+        finally:
+            other.close()
+        assert dict(d) == {"locked": 0, "kept": 0}
+    with _open(tmp_path) as d:
+        assert dict(d) == {"locked": 0, "kept": 0}
+
+
+def test_after_an_aborted_inner_block_the_outer_block_can_go_on(tmp_path: Path) -> None:
+    table = namespace("postgres", tmp_path)
+    with _open(tmp_path, timeout=0.2) as d:
+        d["locked"] = 0
+        other = _row_locked_by_another_client(table, "locked")
+        try:
+            with d.transaction():
+                d["outer"] = 1
+                with pytest.raises(persistdict.Error, match=ROLLED_BACK), d.transaction():
+                    d["inner"] = 1
+                    with pytest.raises(LockedError):
+                        d["locked"] = 1
+                d["outer_after"] = 2
+        finally:
+            other.close()
+    with _open(tmp_path) as d:
+        assert dict(d) == {"locked": 0, "outer": 1, "outer_after": 2}
+
+
+class _no_block:  # noqa: N801 - reads like a context manager in the test above
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

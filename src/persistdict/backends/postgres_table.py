@@ -62,7 +62,7 @@ from persistdict.backends.base import (
     fork_generation,
     import_driver,
 )
-from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
+from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError
 from persistdict.locking import check_timeout
 from persistdict.serializers import JsonSerializer
 from persistdict.urls import mask_password, url_options
@@ -311,6 +311,8 @@ class PostgresBackend(BackendBase):
             ) from exc
         except pg.errors.ReadOnlySqlTransaction as exc:
             raise ReadOnlyError(f"{self.describe()} can't be written: {exc}") from exc
+        except pg.errors.InFailedSqlTransaction as exc:
+            raise self._aborted_block() from exc
         except pg.OperationalError as exc:
             if self._cx is not None and self._cx.closed:
                 raise ConnectionError(
@@ -642,10 +644,26 @@ class PostgresBackend(BackendBase):
             raise
         self._depth -= 1
         with self._errors():
+            if cx.info.transaction_status == self._pg.pq.TransactionStatus.INERROR:
+                # A statement of the block failed and the caller went on: PostgreSQL has
+                # aborted it, and a COMMIT would end it as a silent ROLLBACK.
+                if self._depth:
+                    cx.execute(f"ROLLBACK TO SAVEPOINT pd_{self._depth}")
+                    cx.execute(f"RELEASE SAVEPOINT pd_{self._depth}")
+                else:
+                    cx.execute("ROLLBACK")
+                raise self._aborted_block()
             if self._depth:
                 cx.execute(f"RELEASE SAVEPOINT pd_{self._depth}")
             else:
                 self._commit(cx)
+
+    def _aborted_block(self) -> Error:
+        return Error(
+            f"{self.describe()}: a statement of this transaction() failed earlier, so "
+            "PostgreSQL rolled the block back and nothing of it is written; every write in it "
+            "raises until it ends. Leave the block and run it again"
+        )
 
     def _begin(self, cx: Any) -> Any:
         """BEGIN and take the table's lock; after a dropped connection (nothing was done
