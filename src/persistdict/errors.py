@@ -4,7 +4,8 @@ Error                                 base of everything persistdict raises on p
 ├── CorruptError (also ValueError)    the file or table can't be parsed; it was left untouched
 ├── ClosedError  (also ValueError)    the dict was used after close()
 ├── ReadOnlyError                     a write to a dict opened with flag="r"
-└── LockedError                       another process held the lock past the timeout
+├── LockedError                       another process held the lock past the timeout
+└── UntrustedPickleError              data needs unpickling and nobody said it is trusted
 
 Errors from storage drivers (sqlite3, redis-py, psycopg) are translated into these at the
 backend boundary, with the original kept as ``__cause__``. Plain ``KeyError``, ``TypeError``,
@@ -13,7 +14,14 @@ backend boundary, with the original kept as ``__cause__``. Plain ``KeyError``, `
 
 from __future__ import annotations
 
-__all__ = ["ClosedError", "CorruptError", "Error", "LockedError", "ReadOnlyError"]
+__all__ = [
+    "ClosedError",
+    "CorruptError",
+    "Error",
+    "LockedError",
+    "ReadOnlyError",
+    "UntrustedPickleError",
+]
 
 
 class Error(Exception):
@@ -34,3 +42,8 @@ class ReadOnlyError(Error):
 
 class LockedError(Error):
     """Another process held the write lock for longer than ``timeout`` seconds."""
+
+
+class UntrustedPickleError(Error):
+    """Reading the data means unpickling it, which runs code chosen by whoever wrote it, and
+    the caller did not opt in (``trust_pickle=True``, ``--trust-pickle``)."""

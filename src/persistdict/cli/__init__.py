@@ -21,6 +21,7 @@ from persistdict.cli.commands import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
+    check_pickle_opt_in,
     error,
 )
 from persistdict.cli.parser import build_parser
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_pickle_opt_in(args)
         code: int = args.func(args)
         sys.stdout.flush()
         return code

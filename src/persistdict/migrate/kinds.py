@@ -153,4 +153,5 @@ def open_source(
     if opened.needs_pickle and not trust_pickle:
         opened.close()
         raise UntrustedPickleError(refusal(opened.label, opened.pickle_reason))
+    opened.trust_pickle = trust_pickle
     return opened

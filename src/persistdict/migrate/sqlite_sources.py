@@ -26,6 +26,25 @@ __all__ = [
 ]
 
 
+def is_pickled_cell(cell: object) -> bool:
+    """Whether a sqlitedict/persistdict-0 value cell holds a pickle: a blob starting like one.
+
+    The one test both for refusing an untrusted table (run inside SQLite over every row, see
+    :func:`_register_predicates`) and for choosing to unpickle a row, so the two can't
+    disagree about any cell.
+    """
+    return isinstance(cell, bytes) and pickle_format(cell)
+
+
+def _register_predicates(cx: sqlite3.Connection) -> None:
+    # The refusal queries call the Python predicates themselves, not an SQL rewording of
+    # them: SQL's `raw = 0` and Python's `not raw` disagree about NULL, '' and X''.
+    cx.create_function("persistdict_is_pickle", 1, is_pickled_cell, deterministic=True)
+    cx.create_function(
+        "persistdict_diskcache_pickled", 2, _diskcache_row_pickled, deterministic=True
+    )
+
+
 def connect_read_only(path: str) -> sqlite3.Connection:
     """Open a SQLite file so that nothing can be written to it; errors name the file."""
     if not os.path.isfile(path):
@@ -43,6 +62,7 @@ def connect_read_only(path: str) -> sqlite3.Connection:
         cx.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
         raise CorruptError(f"{path!r} is not a readable SQLite database ({exc})") from exc
+    _register_predicates(cx)
     return cx
 
 
@@ -115,8 +135,7 @@ class SqliteTableSource(Source):
                 self._select = f"SELECT key, value FROM {q}"
                 self._count = f"SELECT count(*) FROM {q}"
                 example = self._cx.execute(
-                    f"SELECT key FROM {q} WHERE typeof(value) = 'blob' "
-                    "AND substr(value, 1, 1) = X'80' LIMIT 1"
+                    f"SELECT key FROM {q} WHERE persistdict_is_pickle(value) LIMIT 1"
                 ).fetchone()
         except BaseException:
             self._cx.close()
@@ -141,9 +160,9 @@ class SqliteTableSource(Source):
                 self._cx.execute("ROLLBACK")
 
     def _decode(self, key: Any, cell: Any) -> Any:
+        if is_pickled_cell(cell):
+            return self._unpickle(key, cell)
         if isinstance(cell, bytes):
-            if pickle_format(cell):
-                return self._unpickle(key, cell)
             try:
                 cell = cell.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -168,6 +187,22 @@ class SqliteTableSource(Source):
 
 # Value modes of diskcache.core (5.x): where and how the Cache table keeps a value.
 _MODE_RAW, _MODE_BINARY, _MODE_TEXT, _MODE_PICKLE = 1, 2, 3, 4
+
+
+def diskcache_key_pickled(raw: object) -> bool:
+    """Whether diskcache pickled a row's key. diskcache writes ``raw`` as 1 for a key stored
+    as it is and 0 for a pickled one; anything else (NULL, ``''``, ``X''``...) is not from
+    diskcache and counts as pickled, so an untrusted cache holding it is refused."""
+    return not (type(raw) is int and raw == 1)
+
+
+def diskcache_value_pickled(mode: object) -> bool:
+    """Whether a diskcache row's value is read by unpickling (mode 4, ``MODE_PICKLE``)."""
+    return type(mode) in (int, float) and mode == _MODE_PICKLE
+
+
+def _diskcache_row_pickled(raw: object, mode: object) -> bool:
+    return diskcache_key_pickled(raw) or diskcache_value_pickled(mode)
 
 
 _DISKCACHE_COLUMNS = {"key", "raw", "mode", "filename", "value", "expire_time"}
@@ -243,7 +278,8 @@ class DiskcacheSource(Source):
                 )
                 total = int(self._cx.execute("SELECT count(*) FROM Cache").fetchone()[0])
                 example = self._cx.execute(
-                    f"SELECT key, raw FROM Cache WHERE (raw = 0 OR mode = {_MODE_PICKLE}) LIMIT 1"
+                    "SELECT key, raw FROM Cache WHERE persistdict_diskcache_pickled(raw, mode) "
+                    "LIMIT 1"
                 ).fetchone()
         except BaseException:
             self._cx.close()
@@ -251,7 +287,7 @@ class DiskcacheSource(Source):
         self.left_out = total - self._live
         if example is not None:
             self.needs_pickle = True
-            what = "key" if example[1] == 0 else "value"
+            what = "key" if diskcache_key_pickled(example[1]) else "value"
             self.pickle_reason = f"it stores objects as pickles (a pickled {what} for one)"
 
     def count(self) -> int | None:
@@ -264,10 +300,16 @@ class DiskcacheSource(Source):
                 for db_key, raw, mode, filename, cell in self._cx.execute(
                     self._select, (self._now,)
                 ):
-                    if raw:
+                    if not diskcache_key_pickled(raw):
                         key = bytes(db_key) if isinstance(db_key, bytes) else db_key
+                    elif type(raw) is int and raw == 0 and isinstance(db_key, bytes):
+                        key = self._unpickle(db_key, db_key, " (a pickled key)")
                     else:
-                        key = self._unpickle(db_key, bytes(db_key), " (a pickled key)")
+                        raise CorruptError(
+                            f"{self.label}: the row of key {db_key!r} has raw flag {raw!r}; "
+                            "diskcache writes 0 or 1 there (and a pickled key as a blob), "
+                            "so the cache.db is damaged or was not written by diskcache"
+                        )
                     yield key, self._value(key, mode, filename, cell)
             finally:
                 self._cx.execute("ROLLBACK")
@@ -297,7 +339,7 @@ class DiskcacheSource(Source):
                 raise CorruptError(
                     f"{self.label}: the text value of key {key!r} is not UTF-8"
                 ) from exc
-        if mode == _MODE_PICKLE:
+        if diskcache_value_pickled(mode):
             return self._unpickle(key, data)
         raise CorruptError(f"{self.label}: key {key!r} has unknown value mode {mode!r}")
 
