@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -319,15 +320,7 @@ class DiskcacheSource(Source):
             return bytes(cell) if isinstance(cell, bytes) else cell
         data: bytes
         if filename is not None and cell is None:
-            full = os.path.join(self.folder, filename)
-            try:
-                with open(full, "rb") as f:
-                    data = f.read()
-            except OSError as exc:
-                raise CorruptError(
-                    f"{self.label}: the value of key {key!r} lives in {full!r}, which can't be "
-                    f"read ({exc.strerror or exc})"
-                ) from exc
+            data = self._value_file(key, filename)
         else:
             data = bytes(cell)
         if mode == _MODE_BINARY:
@@ -342,6 +335,42 @@ class DiskcacheSource(Source):
         if diskcache_value_pickled(mode):
             return self._unpickle(key, data)
         raise CorruptError(f"{self.label}: key {key!r} has unknown value mode {mode!r}")
+
+    def _value_file(self, key: Any, filename: object) -> bytes:
+        """The bytes of the file a row names, read only if it is a regular file inside the
+        cache folder: a crafted cache.db must not make an import copy ``~/.ssh/id_rsa``."""
+
+        def refused(problem: str) -> CorruptError:
+            return CorruptError(
+                f"{self.label}: the value of key {key!r} is said to be in the file "
+                f"{filename!r}, {problem}. diskcache only writes regular files inside its "
+                "folder, so this cache.db is damaged or was crafted; nothing was read from "
+                "that file and nothing was written"
+            )
+
+        if not isinstance(filename, str) or not filename or "\0" in filename:
+            raise refused("which is not a file name")
+        parts = filename.replace("\\", "/").split("/")
+        if os.path.isabs(filename) or os.path.splitdrive(filename)[0] or ".." in parts:
+            raise refused("which is outside the cache folder")
+        root = os.path.realpath(self.folder)
+        full = os.path.realpath(os.path.join(root, filename))
+        if os.path.commonpath([root, full]) != root:
+            raise refused("which is outside the cache folder (through a symlink)")
+        # O_NOFOLLOW: the last part can't have become a symlink since realpath looked;
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(full, flags | getattr(os, "O_BINARY", 0))
+        except OSError as exc:
+            raise CorruptError(
+                f"{self.label}: the value of key {key!r} lives in {full!r}, which can't be "
+                f"read ({exc.strerror or exc})"
+            ) from exc
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise refused("which is not a regular file")
+            return f.read()
 
     def close(self) -> None:
         self._cx.close()
