@@ -49,7 +49,13 @@ from persistdict.backends.base import (
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
 from persistdict.serializers import JsonSerializer
-from persistdict.urls import mask_password, url_options
+from persistdict.urls import (
+    check_url,
+    mask_password,
+    redact_exception,
+    redacted_logs,
+    url_options,
+)
 
 __all__ = ["PostgresBackend"]
 
@@ -119,6 +125,7 @@ class PostgresBackend(BackendBase):
         check_flag(flag)
         self.url = url
         self._shown = mask_password(url)
+        check_url(url)
         ours, self._conninfo = _split_query(url)
         options = url_options(ours, {"schema": schema, "timeout": timeout}, _OPTIONS)
         self.schema = options.get("schema")
@@ -142,6 +149,14 @@ class PostgresBackend(BackendBase):
     # Connection management.
 
     def _connect(self) -> Any:
+        try:
+            with redacted_logs(self.url, "psycopg"):
+                return self._connect_once()
+        except BaseException as exc:
+            redact_exception(exc, self.url)  # libpq echoes tokens of the URL it can't use
+            raise
+
+    def _connect_once(self) -> Any:
         try:
             cx = self._pg.connect(self._conninfo, autocommit=True)
             # Waits for a lock (another client's transaction) end with an error, not never.
@@ -219,6 +234,17 @@ class PostgresBackend(BackendBase):
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
+        """Driver errors as persistdict's, with the URL's secrets masked in the whole chain:
+        driver messages echo parts of the URL, and the driver's error is kept as the cause."""
+        try:
+            with self._translated():
+                yield
+        except BaseException as exc:
+            redact_exception(exc, self.url)
+            raise
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
         pg = self._pg
         try:
             yield

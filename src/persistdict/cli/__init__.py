@@ -25,7 +25,7 @@ from persistdict.cli.commands import (
     error,
 )
 from persistdict.cli.parser import build_parser
-from persistdict.urls import mask_password
+from persistdict.urls import mask_password, redact, redact_exception
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -74,8 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:
+        # Every message was made with the password masked; this catches what a driver or a
+        # third-party backend let through, in the one line and in --debug's traceback.
+        targets = [getattr(args, name, None) for name in ("target", "src", "dst")]
+        for target in filter(None, targets):
+            redact_exception(exc, target)
         if args.debug:
             raise
         message, code = _describe(exc)
+        for target in filter(None, targets):
+            message = redact(message, target)
         error(message)
         return code
