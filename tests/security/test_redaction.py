@@ -128,13 +128,21 @@ def test_open_and_use_never_show_the_password(
 
 @pytest.mark.parametrize(("scheme", "form", "reachable"), CASES)
 def test_cli_output_never_shows_the_password(
-    scheme: str, form: str, reachable: bool, capsys: pytest.CaptureFixture[str]
+    scheme: str, form: str, reachable: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = corpus_url(scheme, form, reachable)
     table = [] if SCHEMES[scheme] == "redis" else ["--table", "pdtest_no_such_table"]
+    out_file = str(tmp_path / "out.json")
     shown = []
-    # Read-only commands: the corpus must not write to the servers' shared tables.
-    for argv in (["info", url], ["get", url, "k"], ["keys", url], ["check", url]):
+    # Commands that only read the URL: the corpus must not write to the servers' tables.
+    for argv in (
+        ["info", url],
+        ["get", url, "k"],
+        ["keys", url],
+        ["check", url],
+        ["convert", url, out_file],
+        ["convert", url, out_file, "--from", "sqlitedict"],
+    ):
         main([*argv, *table, "--timeout", "2"])
         try:
             main(["--debug", *argv, *table, "--timeout", "2"])
@@ -179,6 +187,16 @@ ODD = "redis://user:" + S1 + "#" + S2 + "@127.0.0.1:6379/0"
         (f"redis://u:{S1}%23{S2}@h/0", f"AUTH u {S1}#{S2}"),  # the decoded form
         (f"rediss://:{S1}@h/0", f"rediss://:{S1}@h/0 failed"),
     ],
+    ids=[
+        "port-cast",
+        "libpq-query",
+        "libpq-percent",
+        "libpq-host",
+        "query-password",
+        "query-sslpassword",
+        "decoded",
+        "whole-url",
+    ],
 )
 def test_redact_masks_what_drivers_echo(target: str, message: str) -> None:
     assert not leaks(redact(message, target))
@@ -205,6 +223,7 @@ def test_redact_masks_what_drivers_echo(target: str, message: str) -> None:
         ("redis://cache.internal:6379/0", "redis://cache.internal:6379/0"),
         ("state.json", "state.json"),
     ],
+    ids=["hash", "password", "PASSFILE", "sslpassword", "at", "no-password", "path"],
 )
 def test_mask_password_of_odd_urls(url: str, shown: str) -> None:
     assert mask_password(url) == shown
@@ -242,12 +261,12 @@ def test_redact_exception_masks_the_whole_chain_in_place() -> None:
 @pytest.mark.parametrize(
     ("form", "problem"),
     [
-        ("unescaped-hash", "comes after the host"),
-        ("unescaped-question", "comes after the host"),
-        ("unescaped-slash", "comes after the host"),
-        ("unescaped-at", "holds an '@'"),
-        ("bad-escape", "not a %-escape"),
-        ("query-bad-escape", "not a %-escape"),
+        pytest.param("unescaped-hash", "comes after the host", id="unescaped-hash"),
+        pytest.param("unescaped-question", "comes after the host", id="unescaped-question"),
+        pytest.param("unescaped-slash", "comes after the host", id="unescaped-slash"),
+        pytest.param("unescaped-at", "holds an '@'", id="unescaped-at"),
+        pytest.param("bad-escape", "not a %-escape", id="bad-escape"),
+        pytest.param("query-bad-escape", "not a %-escape", id="query-bad-escape"),
     ],
 )
 @pytest.mark.parametrize("scheme", SCHEMES)
