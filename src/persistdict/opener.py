@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from typing import Any
@@ -12,7 +13,7 @@ from persistdict.detect import detect_backend
 from persistdict.locking import check_timeout
 from persistdict.mapping import PersistDict
 from persistdict.serializers import Serializer, serializer_for
-from persistdict.urls import redact_exception, split_scheme, url_path
+from persistdict.urls import redacted_errors, split_scheme, url_path
 
 __all__ = ["open"]
 
@@ -113,13 +114,9 @@ def open(
 
     scheme, _ = split_scheme(text)
     location = text if scheme is None or getattr(factory, "takes_url", False) else url_path(text)
-    try:
+    # Whatever backend and driver raise, the chain may echo the URL's password.
+    with redacted_errors(text) if scheme is not None else contextlib.nullcontext():
         store = factory(location, **options)
-    except BaseException as exc:
-        if scheme is not None:
-            # Whatever backend and driver raised it, its chain may echo the URL's password.
-            redact_exception(exc, text)
-        raise
     try:
         return PersistDict(store, serializer=codec, lock=lock, writeback=writeback)
     except BaseException:

@@ -14,6 +14,7 @@ __all__ = [
     "parse_bool",
     "redact",
     "redact_exception",
+    "redacted_errors",
     "redacted_logs",
     "split_scheme",
     "url_options",
@@ -156,6 +157,16 @@ def redact_exception(exc: BaseException, target: str) -> BaseException:
             notes[:] = _redact_value(notes, target)
         todo += [e for e in (current.__cause__, current.__context__) if e is not None]
     return exc
+
+
+@contextmanager
+def redacted_errors(target: str) -> Iterator[None]:
+    """Whatever is raised inside leaves with :func:`redact_exception` applied for ``target``."""
+    try:
+        yield
+    except BaseException as exc:
+        redact_exception(exc, target)
+        raise
 
 
 @contextmanager

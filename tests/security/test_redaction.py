@@ -95,6 +95,26 @@ def _options(scheme: str, folder: Path) -> dict[str, Any]:
     return {"table": namespace("postgres", folder), "timeout": 2}
 
 
+def open_and_use(url: str, scheme: str, folder: Path, caplog: pytest.LogCaptureFixture) -> str:
+    """Everything opening ``url``, writing, reading and closing shows: the dict's repr and
+    description, or the whole error; and every log record at DEBUG meanwhile."""
+    shown: list[str] = []
+    with debug_logs(caplog):
+        try:
+            d = persistdict.open(url, **_options(scheme, folder))
+            try:
+                shown += [repr(d), str(d), d.backend.describe()]
+                d["k"] = 1
+                shown += [repr(d["k"]), repr(len(d)), repr(list(d))]
+            finally:
+                d.close()
+            shown.append(repr(d))
+        except Exception as exc:
+            shown.append(everything_shown(exc))
+    shown.append(caplog.text)
+    return "\n".join(shown)
+
+
 CASES = [
     pytest.param(scheme, form, reachable, id=f"{scheme}-{form}-{'up' if reachable else 'down'}")
     for scheme in SCHEMES
@@ -107,22 +127,7 @@ CASES = [
 def test_open_and_use_never_show_the_password(
     scheme: str, form: str, reachable: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = corpus_url(scheme, form, reachable)
-    shown: list[str] = []
-    with debug_logs(caplog):
-        try:
-            d = persistdict.open(url, **_options(scheme, tmp_path))
-            try:
-                shown += [repr(d), str(d), d.backend.describe()]
-                d["k"] = 1
-                shown += [repr(d["k"]), repr(len(d)), repr(list(d))]
-            finally:
-                d.close()
-            shown.append(repr(d))
-        except Exception as exc:
-            shown.append(everything_shown(exc))
-    shown.append(caplog.text)
-    text = "\n".join(shown)
+    text = open_and_use(corpus_url(scheme, form, reachable), scheme, tmp_path, caplog)
     assert not leaks(text), text
 
 
@@ -301,18 +306,5 @@ def test_driver_errors_are_masked_even_without_the_up_front_refusal(
 
     monkeypatch.setattr(redis_hash, "check_url", lambda url: None)
     monkeypatch.setattr(postgres_table, "check_url", lambda url: None)
-    url = corpus_url(scheme, form, reachable)
-    shown: list[str] = []
-    with debug_logs(caplog):
-        try:
-            d = persistdict.open(url, **_options(scheme, tmp_path))
-            try:
-                shown += [repr(d), d.backend.describe()]
-                d["k"] = 1
-            finally:
-                d.close()
-        except Exception as exc:
-            shown.append(everything_shown(exc))
-    shown.append(caplog.text)
-    text = "\n".join(shown)
+    text = open_and_use(corpus_url(scheme, form, reachable), scheme, tmp_path, caplog)
     assert not leaks(text), text

@@ -52,7 +52,7 @@ from persistdict.serializers import JsonSerializer
 from persistdict.urls import (
     check_url,
     mask_password,
-    redact_exception,
+    redacted_errors,
     redacted_logs,
     url_options,
 )
@@ -149,12 +149,9 @@ class PostgresBackend(BackendBase):
     # Connection management.
 
     def _connect(self) -> Any:
-        try:
-            with redacted_logs(self.url, "psycopg"):
-                return self._connect_once()
-        except BaseException as exc:
-            redact_exception(exc, self.url)  # libpq echoes tokens of the URL it can't use
-            raise
+        # libpq echoes tokens of a URL it can't use, in its errors and psycopg's log records.
+        with redacted_errors(self.url), redacted_logs(self.url, "psycopg"):
+            return self._connect_once()
 
     def _connect_once(self) -> Any:
         try:
@@ -236,12 +233,8 @@ class PostgresBackend(BackendBase):
     def _errors(self) -> Iterator[None]:
         """Driver errors as persistdict's, with the URL's secrets masked in the whole chain:
         driver messages echo parts of the URL, and the driver's error is kept as the cause."""
-        try:
-            with self._translated():
-                yield
-        except BaseException as exc:
-            redact_exception(exc, self.url)
-            raise
+        with redacted_errors(self.url), self._translated():
+            yield
 
     @contextmanager
     def _translated(self) -> Iterator[None]:

@@ -52,7 +52,7 @@ from persistdict.backends.base import (
     import_driver,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
-from persistdict.urls import check_url, mask_password, redact_exception, url_options
+from persistdict.urls import check_url, mask_password, redacted_errors, url_options
 
 __all__ = ["RedisBackend"]
 
@@ -285,12 +285,8 @@ class RedisBackend(BackendBase):
     def _errors(self) -> Iterator[None]:
         """Driver errors as persistdict's, with the URL's secrets masked in the whole chain:
         driver messages echo parts of the URL, and the driver's error is kept as the cause."""
-        try:
-            with self._translated():
-                yield
-        except BaseException as exc:
-            redact_exception(exc, self.url)
-            raise
+        with redacted_errors(self.url), self._translated():
+            yield
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
