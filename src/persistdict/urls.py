@@ -181,6 +181,8 @@ def redacted_logs(target: str, logger: str) -> Iterator[None]:
         masked = redact(message, target)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[1] is not None:
+            redact_exception(record.exc_info[1], target)
         return True
 
     log = logging.getLogger(logger)
@@ -204,8 +206,8 @@ def check_url(url: str) -> None:
     userinfo = authority.rpartition("@")[0]
     if "@" in rest[len(authority) :]:
         problem = (
-            "an '@' comes after the host, so a '#', '?' or '/' in the password was taken as "
-            "the end of the host"
+            "an '@' comes after the host: an unescaped '#', '?' or '/' in the password ended "
+            "the host early, or a query value holds an '@'"
         )
     elif "@" in userinfo:
         problem = "the user name or password holds an '@'"

@@ -308,3 +308,13 @@ def test_driver_errors_are_masked_even_without_the_up_front_refusal(
     monkeypatch.setattr(postgres_table, "check_url", lambda url: None)
     text = open_and_use(corpus_url(scheme, form, reachable), scheme, tmp_path, caplog)
     assert not leaks(text), text
+
+
+@pytest.mark.parametrize("kind", ["sqlitedict", "diskcache", "shelve", "permadict"])
+def test_an_importer_given_a_url_names_it_masked(kind: str, tmp_path: Path) -> None:
+    from persistdict import migrate
+
+    with pytest.raises(ValueError, match="give its path") as info:
+        migrate.copy(f"redis://:{S1}@h/0", tmp_path / "out.json", source=kind)
+    assert "redis://:***@h/0" in str(info.value)
+    assert not leaks(everything_shown(info.value))
