@@ -269,4 +269,5 @@ def test_every_page_is_in_the_nav() -> None:
     config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     nav = config.split("\nnav:\n", 1)[1].split("\n\n", 1)[0]
     listed = set(re.findall(r"^\s+- [^:]+: (\S+\.md)$", nav, re.MULTILINE))
-    assert listed == set(PAGES), f"pages not in mkdocs.yml's nav: {set(PAGES) - listed}"
+    pages = set(PAGES)
+    assert listed == pages, f"pages not in mkdocs.yml's nav: {pages - listed}"

@@ -5,7 +5,8 @@ Error                                 base of everything persistdict raises on p
 ├── ClosedError  (also ValueError)    the dict was used after close()
 ├── ReadOnlyError                     a write to a dict opened with flag="r"
 ├── LockedError                       another process held the lock past the timeout
-└── ConflictError                     another program changed the file since it was loaded
+├── ConflictError                     another program changed the file since it was loaded
+└── UntrustedPickleError              data needs unpickling and nobody said it is trusted
 
 Errors from storage drivers (sqlite3, redis-py, psycopg) are translated into these at the
 backend boundary, with the original kept as ``__cause__``. Plain ``KeyError``, ``TypeError``,
@@ -17,7 +18,15 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["ClosedError", "ConflictError", "CorruptError", "Error", "LockedError", "ReadOnlyError"]
+__all__ = [
+    "ClosedError",
+    "ConflictError",
+    "CorruptError",
+    "Error",
+    "LockedError",
+    "ReadOnlyError",
+    "UntrustedPickleError",
+]
 
 
 class Error(Exception):
@@ -72,3 +81,8 @@ def no_such(
     ``filename`` is ``path``, as in the ``OSError`` of a failed ``open()``.
     """
     return FileNotFoundError(errno.ENOENT, f"No such {what} ({hint})", path)
+
+
+class UntrustedPickleError(Error):
+    """Reading the data means unpickling it, which runs code chosen by whoever wrote it, and
+    the caller did not opt in (``trust_pickle=True``, ``--trust-pickle``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from typing import Any
@@ -12,7 +13,7 @@ from persistdict.detect import detect_backend
 from persistdict.locking import check_timeout
 from persistdict.mapping import PersistDict
 from persistdict.serializers import Serializer, serializer_for
-from persistdict.urls import split_scheme, url_path
+from persistdict.urls import redacted_errors, split_scheme, url_path
 
 __all__ = ["open"]
 
@@ -116,7 +117,9 @@ def open(
 
     scheme, _ = split_scheme(text)
     location = text if scheme is None or getattr(factory, "takes_url", False) else url_path(text)
-    store = factory(location, **options)
+    # Whatever backend and driver raise, the chain may echo the URL's password.
+    with redacted_errors(text) if scheme is not None else contextlib.nullcontext():
+        store = factory(location, **options)
     try:
         return PersistDict(store, serializer=codec, lock=lock, writeback=writeback)
     except BaseException:

@@ -14,10 +14,13 @@ turns that off), writes ``NaN`` as ``null`` and spells some floats differently (
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
+
+from persistdict.errors import UntrustedPickleError
 
 __all__ = [
     "JsonSerializer",
@@ -25,6 +28,7 @@ __all__ = [
     "PickleSerializer",
     "Serializer",
     "serializer_for",
+    "unpickle",
     "why_not_json",
 ]
 
@@ -151,6 +155,26 @@ class OrjsonSerializer(JsonSerializer):
             return JsonSerializer.loads(self, data)
 
 
+def unpickle(data: bytes | IO[bytes], *, trusted: bool, what: str) -> Any:
+    """Load one pickle from ``data`` (bytes, or a binary stream left where the pickle ends).
+
+    This is the only place persistdict unpickles; every reader of pickled data comes through
+    here, so nothing is unpickled unless its caller says the data is trusted. ``trusted`` is
+    true only where the user opted in: ``serializer="pickle"``, ``backend``/``format="pickle"``,
+    ``trust_pickle=True`` or ``--trust-pickle``. Otherwise :class:`UntrustedPickleError`
+    names ``what`` and nothing is read.
+    """
+    if trusted is not True:
+        raise UntrustedPickleError(
+            f"{what} is a pickle, and unpickling runs code chosen by whoever wrote it, so it "
+            "is refused without an explicit opt-in. If you trust it, pass --trust-pickle "
+            "(Python: trust_pickle=True, or open it with backend='pickle' or "
+            "serializer='pickle')"
+        )
+    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    return pickle.Unpickler(stream).load()
+
+
 class PickleSerializer:
     """Any picklable Python object. Loading a pickle runs code: use it on trusted data only.
 
@@ -166,7 +190,8 @@ class PickleSerializer:
     def loads(self, data: str | bytes, /) -> Any:
         if isinstance(data, str):
             raise TypeError("PickleSerializer.loads needs bytes; the stored value is text")
-        return pickle.loads(data)
+        # Choosing this serializer is the opt-in: the caller asked for pickled values.
+        return unpickle(data, trusted=True, what="the stored value")
 
     def __repr__(self) -> str:
         return f"PickleSerializer(protocol={self.protocol})"

@@ -11,6 +11,7 @@ import pickle
 from typing import Any, ClassVar
 
 from persistdict.backends.snapshot import SnapshotBackend
+from persistdict.serializers import unpickle
 
 __all__ = ["PickleFileBackend"]
 
@@ -28,7 +29,8 @@ class PickleFileBackend(SnapshotBackend):
     def decode(self, raw: bytes) -> dict[str, Any]:
         stream = io.BytesIO(raw)
         try:
-            data = pickle.Unpickler(stream).load()
+            # Naming this backend (or format="pickle") is the opt-in: detection never picks it.
+            data = unpickle(stream, trusted=True, what=f"{self.path!r}")
         except Exception as exc:  # a broken pickle can raise almost anything
             at = stream.tell()  # how far the unpickler read: where the file broke
             raise ValueError(

@@ -65,7 +65,13 @@ from persistdict.backends.base import (
 from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError
 from persistdict.locking import check_timeout
 from persistdict.serializers import JsonSerializer
-from persistdict.urls import mask_password, url_options
+from persistdict.urls import (
+    check_url,
+    mask_password,
+    redacted_errors,
+    redacted_logs,
+    url_options,
+)
 
 __all__ = ["PostgresBackend"]
 
@@ -181,6 +187,7 @@ class PostgresBackend(BackendBase):
         check_flag(flag)
         self.url = url
         self._shown = mask_password(url)
+        check_url(url)
         ours, self._conninfo = _split_query(url)
         options = url_options(ours, {"schema": schema, "timeout": timeout}, _OPTIONS)
         self.schema = options.get("schema")
@@ -208,6 +215,11 @@ class PostgresBackend(BackendBase):
     # Connection management.
 
     def _connect(self) -> Any:
+        # libpq echoes tokens of a URL it can't use, in its errors and psycopg's log records.
+        with redacted_errors(self.url), redacted_logs(self.url, "psycopg"):
+            return self._connect_once()
+
+    def _connect_once(self) -> Any:
         try:
             cx = self._pg.connect(self._conninfo, autocommit=True)
             # Waits for a lock (another client's transaction) end with an error, not never.
@@ -301,6 +313,13 @@ class PostgresBackend(BackendBase):
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
+        """Driver errors as persistdict's, with the URL's secrets masked in the whole chain:
+        driver messages echo parts of the URL, and the driver's error is kept as the cause."""
+        with redacted_errors(self.url), self._translated():
+            yield
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
         pg = self._pg
         try:
             yield

@@ -63,7 +63,7 @@ from persistdict.backends.base import (
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
 from persistdict.locking import check_timeout
-from persistdict.urls import mask_password, url_options
+from persistdict.urls import check_url, mask_password, redacted_errors, url_options
 
 __all__ = ["RedisBackend"]
 
@@ -221,6 +221,7 @@ class RedisBackend(BackendBase):
         check_flag(flag)
         self.url = url
         self._shown = mask_password(url)
+        check_url(url)
         given = dict(locals())
         options = url_options(url, {k: given[k] for k in _OPTIONS}, _OPTIONS)
         self._connect_args = self._client_args(url, options)
@@ -320,16 +321,29 @@ class RedisBackend(BackendBase):
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
+        """Driver errors as persistdict's, with the URL's secrets masked in the whole chain:
+        driver messages echo parts of the URL, and the driver's error is kept as the cause."""
+        with redacted_errors(self.url), self._translated():
+            yield
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
         redis = self._redis
         try:
             yield
+        except redis.exceptions.AuthenticationError as exc:
+            # Before ConnectionError, its base class in redis-py: a wrong password is not an
+            # unreachable server.
+            raise PermissionError(
+                f"Redis at {self._shown} refused the login: {str(exc).rstrip('.')}. Check the "
+                "URL's user name and password"
+            ) from exc
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise ConnectionError(
-                f"can't reach Redis at {self._shown}: {exc}. Check that the server is running "
-                "and reachable; pending writes are kept and sent by the next flush()"
+                f"can't reach Redis at {self._shown}: {str(exc).rstrip('.')}. Check that the "
+                "server is running and reachable; pending writes are kept and sent by the next "
+                "flush()"
             ) from exc
-        except redis.exceptions.AuthenticationError as exc:  # pragma: no cover - needs auth
-            raise PermissionError(f"Redis at {self._shown} refused the login: {exc}") from exc
         except redis.exceptions.ReadOnlyError as exc:  # pragma: no cover - needs a replica
             raise ReadOnlyError(f"Redis at {self._shown} is a read-only replica: {exc}") from exc
 

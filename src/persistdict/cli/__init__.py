@@ -24,12 +24,13 @@ from persistdict.cli.commands import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
+    check_pickle_opt_in,
     error,
     explain,
     one_line,
 )
 from persistdict.cli.parser import build_parser
-from persistdict.urls import mask_password
+from persistdict.urls import mask_password, redact, redact_exception
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -94,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: Any) -> int:
     try:
+        check_pickle_opt_in(args)
         code: int = args.func(args)
         sys.stdout.flush()
         return code
@@ -109,8 +111,15 @@ def _run(args: Any) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:
+        # Every message was made with the password masked; this catches what a driver or a
+        # third-party backend let through, in the one line and in --debug's traceback.
+        targets = [getattr(args, name, None) for name in ("target", "src", "dst")]
+        for target in filter(None, targets):
+            redact_exception(exc, target)
         if args.debug:
             raise
         message, code = _describe(exc)
+        for target in filter(None, targets):
+            message = redact(message, target)
         error(message)
         return code

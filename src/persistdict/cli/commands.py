@@ -28,6 +28,7 @@ from persistdict.urls import mask_password, split_scheme
 __all__ = [
     "EXIT_CODES",
     "UsageError",
+    "check_pickle_opt_in",
     "cmd_check",
     "cmd_convert",
     "cmd_del",
@@ -72,6 +73,24 @@ class UsageError(Exception):
 
 
 # Opening targets.
+
+
+def check_pickle_opt_in(args: argparse.Namespace) -> None:
+    """Refuse pickle named by any option unless ``--trust-pickle`` is given too.
+
+    On the command line ``--trust-pickle`` is the one opt-in: ``--format pickle`` alone is
+    easy to type at a file someone else sent, and reading it would run their code.
+    """
+    if args.trust_pickle:
+        return
+    for option in ("backend", "format", "serializer", "src_format", "source"):
+        if getattr(args, option, None) == "pickle":
+            name = "--from" if option == "source" else "--" + option.replace("_", "-")
+            raise persistdict.errors.UntrustedPickleError(
+                f"{name} pickle reads pickles, and unpickling runs code chosen by whoever "
+                "wrote the file, so it is refused by default. If you trust the data, add "
+                "--trust-pickle"
+            )
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:

@@ -55,6 +55,13 @@ def _common() -> argparse.ArgumentParser:
         help="how a per-key backend (sqlite, dbm...) encodes values; default json",
     )
     group.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow unpickling, which runs code chosen by whoever wrote the data: needed "
+        "for pickle in --backend, --format, --serializer, and for a pickled convert SRC "
+        "(shelve, sqlitedict, diskcache, pickle files)",
+    )
+    group.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="wait this long for another process's lock"
     )
     group.add_argument(
@@ -146,12 +153,6 @@ def _add_command_arguments(name: str, p: argparse.ArgumentParser) -> None:
             metavar="KIND",
             help=f"what SRC is: {', '.join(migrate.KINDS)}, or a backend name (default: "
             "detect, see below)",
-        )
-        p.add_argument(
-            "--trust-pickle",
-            action="store_true",
-            help="allow unpickling SRC (shelve, sqlitedict, diskcache, pickle files); "
-            "unpickling runs code chosen by whoever wrote it",
         )
         p.add_argument(
             "--on-error",

@@ -13,15 +13,12 @@ import pickle
 from collections.abc import Iterator
 from typing import Any
 
-from persistdict.errors import CorruptError, Error
+from persistdict.errors import CorruptError, UntrustedPickleError
+from persistdict.serializers import unpickle
 
 __all__ = ["SQLITE_HEADER", "Source", "UntrustedPickleError", "pickle_format", "refusal"]
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-class UntrustedPickleError(Error):
-    """The source holds pickles and the caller did not say it trusts them."""
 
 
 def refusal(label: str, reason: str) -> str:
@@ -47,6 +44,9 @@ class Source:
     needs_pickle = False
     #: Why it needs pickle, with one key as an example, for the refusal message.
     pickle_reason = ""
+    #: Set by :func:`~persistdict.migrate.open_source` from ``trust_pickle``; checked again
+    #: at every unpickle, so a row the up-front refusal missed is refused, not loaded.
+    trust_pickle = False
     #: Entries deliberately not copied (diskcache's expired items), counted for the summary.
     left_out = 0
     left_out_reason = ""
@@ -65,8 +65,11 @@ class Source:
         pass
 
     def _unpickle(self, key: Any, data: bytes, where: str = "") -> Any:
+        what = f"{self.label}: the value of key {key!r}{where}"
         try:
-            return pickle.loads(data)
+            return unpickle(data, trusted=self.trust_pickle, what=what)
+        except UntrustedPickleError:
+            raise
         except Exception as exc:  # a bad or truncated pickle can raise almost anything
             raise CorruptError(
                 f"{self.label}: can't unpickle the value of key {key!r}{where} "

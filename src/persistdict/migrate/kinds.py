@@ -24,7 +24,7 @@ from persistdict.migrate.sqlite_sources import (
     sqlite_errors,
     sqlitedict_schema,
 )
-from persistdict.urls import split_scheme, url_path
+from persistdict.urls import mask_password, split_scheme, url_path
 
 __all__ = ["KINDS", "detect_source", "is_sqlite", "open_source"]
 
@@ -106,7 +106,9 @@ def open_source(
     kind = detect_source(src, table) if source == "auto" else source
     if kind in KINDS and split_scheme(src)[0] is not None:
         if split_scheme(src)[0] != "sqlite" or kind not in ("sqlitedict", "persistdict-0"):
-            raise ValueError(f"--from {kind} reads a file; give its path, not the URL {src!r}")
+            raise ValueError(
+                f"--from {kind} reads a file; give its path, not the URL {mask_password(src)!r}"
+            )
         src = url_path(src)
     opened: Source
     if kind == "sqlitedict":
@@ -153,4 +155,5 @@ def open_source(
     if opened.needs_pickle and not trust_pickle:
         opened.close()
         raise UntrustedPickleError(refusal(opened.label, opened.pickle_reason))
+    opened.trust_pickle = trust_pickle
     return opened

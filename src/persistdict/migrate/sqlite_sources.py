@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -26,6 +27,25 @@ __all__ = [
 ]
 
 
+def is_pickled_cell(cell: object) -> bool:
+    """Whether a sqlitedict/persistdict-0 value cell holds a pickle: a blob starting like one.
+
+    The one test both for refusing an untrusted table (run inside SQLite over every row, see
+    :func:`_register_predicates`) and for choosing to unpickle a row, so the two can't
+    disagree about any cell.
+    """
+    return isinstance(cell, bytes) and pickle_format(cell)
+
+
+def _register_predicates(cx: sqlite3.Connection) -> None:
+    # The refusal queries call the Python predicates themselves, not an SQL rewording of
+    # them: SQL's `raw = 0` and Python's `not raw` disagree about NULL, '' and X''.
+    cx.create_function("persistdict_is_pickle", 1, is_pickled_cell, deterministic=True)
+    cx.create_function(
+        "persistdict_diskcache_pickled", 2, _diskcache_row_pickled, deterministic=True
+    )
+
+
 def connect_read_only(path: str) -> sqlite3.Connection:
     """Open a SQLite file so that nothing can be written to it; errors name the file."""
     if not os.path.isfile(path):
@@ -43,6 +63,7 @@ def connect_read_only(path: str) -> sqlite3.Connection:
         cx.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
         raise CorruptError(f"{path!r} is not a readable SQLite database ({exc})") from exc
+    _register_predicates(cx)
     return cx
 
 
@@ -115,8 +136,7 @@ class SqliteTableSource(Source):
                 self._select = f"SELECT key, value FROM {q}"
                 self._count = f"SELECT count(*) FROM {q}"
                 example = self._cx.execute(
-                    f"SELECT key FROM {q} WHERE typeof(value) = 'blob' "
-                    "AND substr(value, 1, 1) = X'80' LIMIT 1"
+                    f"SELECT key FROM {q} WHERE persistdict_is_pickle(value) LIMIT 1"
                 ).fetchone()
         except BaseException:
             self._cx.close()
@@ -141,9 +161,9 @@ class SqliteTableSource(Source):
                 self._cx.execute("ROLLBACK")
 
     def _decode(self, key: Any, cell: Any) -> Any:
+        if is_pickled_cell(cell):
+            return self._unpickle(key, cell)
         if isinstance(cell, bytes):
-            if pickle_format(cell):
-                return self._unpickle(key, cell)
             try:
                 cell = cell.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -168,6 +188,22 @@ class SqliteTableSource(Source):
 
 # Value modes of diskcache.core (5.x): where and how the Cache table keeps a value.
 _MODE_RAW, _MODE_BINARY, _MODE_TEXT, _MODE_PICKLE = 1, 2, 3, 4
+
+
+def diskcache_key_pickled(raw: object) -> bool:
+    """Whether diskcache pickled a row's key. diskcache writes ``raw`` as 1 for a key stored
+    as it is and 0 for a pickled one; anything else (NULL, ``''``, ``X''``...) is not from
+    diskcache and counts as pickled, so an untrusted cache holding it is refused."""
+    return not (type(raw) is int and raw == 1)
+
+
+def diskcache_value_pickled(mode: object) -> bool:
+    """Whether a diskcache row's value is read by unpickling (mode 4, ``MODE_PICKLE``)."""
+    return type(mode) in (int, float) and mode == _MODE_PICKLE
+
+
+def _diskcache_row_pickled(raw: object, mode: object) -> bool:
+    return diskcache_key_pickled(raw) or diskcache_value_pickled(mode)
 
 
 _DISKCACHE_COLUMNS = {"key", "raw", "mode", "filename", "value", "expire_time"}
@@ -243,7 +279,8 @@ class DiskcacheSource(Source):
                 )
                 total = int(self._cx.execute("SELECT count(*) FROM Cache").fetchone()[0])
                 example = self._cx.execute(
-                    f"SELECT key, raw FROM Cache WHERE (raw = 0 OR mode = {_MODE_PICKLE}) LIMIT 1"
+                    "SELECT key, raw FROM Cache WHERE persistdict_diskcache_pickled(raw, mode) "
+                    "LIMIT 1"
                 ).fetchone()
         except BaseException:
             self._cx.close()
@@ -251,7 +288,7 @@ class DiskcacheSource(Source):
         self.left_out = total - self._live
         if example is not None:
             self.needs_pickle = True
-            what = "key" if example[1] == 0 else "value"
+            what = "key" if diskcache_key_pickled(example[1]) else "value"
             self.pickle_reason = f"it stores objects as pickles (a pickled {what} for one)"
 
     def count(self) -> int | None:
@@ -264,10 +301,16 @@ class DiskcacheSource(Source):
                 for db_key, raw, mode, filename, cell in self._cx.execute(
                     self._select, (self._now,)
                 ):
-                    if raw:
+                    if not diskcache_key_pickled(raw):
                         key = bytes(db_key) if isinstance(db_key, bytes) else db_key
+                    elif type(raw) is int and raw == 0 and isinstance(db_key, bytes):
+                        key = self._unpickle(db_key, db_key, " (a pickled key)")
                     else:
-                        key = self._unpickle(db_key, bytes(db_key), " (a pickled key)")
+                        raise CorruptError(
+                            f"{self.label}: the row of key {db_key!r} has raw flag {raw!r}; "
+                            "diskcache writes 0 or 1 there (and a pickled key as a blob), "
+                            "so the cache.db is damaged or was not written by diskcache"
+                        )
                     yield key, self._value(key, mode, filename, cell)
             finally:
                 self._cx.execute("ROLLBACK")
@@ -277,15 +320,7 @@ class DiskcacheSource(Source):
             return bytes(cell) if isinstance(cell, bytes) else cell
         data: bytes
         if filename is not None and cell is None:
-            full = os.path.join(self.folder, filename)
-            try:
-                with open(full, "rb") as f:
-                    data = f.read()
-            except OSError as exc:
-                raise CorruptError(
-                    f"{self.label}: the value of key {key!r} lives in {full!r}, which can't be "
-                    f"read ({exc.strerror or exc})"
-                ) from exc
+            data = self._value_file(key, filename)
         else:
             data = bytes(cell)
         if mode == _MODE_BINARY:
@@ -297,9 +332,45 @@ class DiskcacheSource(Source):
                 raise CorruptError(
                     f"{self.label}: the text value of key {key!r} is not UTF-8"
                 ) from exc
-        if mode == _MODE_PICKLE:
+        if diskcache_value_pickled(mode):
             return self._unpickle(key, data)
         raise CorruptError(f"{self.label}: key {key!r} has unknown value mode {mode!r}")
+
+    def _value_file(self, key: Any, filename: object) -> bytes:
+        """The bytes of the file a row names, read only if it is a regular file inside the
+        cache folder: a crafted cache.db must not make an import copy ``~/.ssh/id_rsa``."""
+
+        def refused(problem: str) -> CorruptError:
+            return CorruptError(
+                f"{self.label}: the value of key {key!r} is said to be in the file "
+                f"{filename!r}, {problem}. diskcache only writes regular files inside its "
+                "folder, so this cache.db is damaged or was crafted; nothing was read from "
+                "that file and nothing was written"
+            )
+
+        if not isinstance(filename, str) or not filename or "\0" in filename:
+            raise refused("which is not a file name")
+        parts = filename.replace("\\", "/").split("/")
+        if os.path.isabs(filename) or os.path.splitdrive(filename)[0] or ".." in parts:
+            raise refused("which is outside the cache folder")
+        root = os.path.realpath(self.folder)
+        full = os.path.realpath(os.path.join(root, filename))
+        if os.path.commonpath([root, full]) != root:
+            raise refused("which is outside the cache folder (through a symlink)")
+        # O_NOFOLLOW: the last part can't have become a symlink since realpath looked;
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(full, flags | getattr(os, "O_BINARY", 0))
+        except OSError as exc:
+            raise CorruptError(
+                f"{self.label}: the value of key {key!r} lives in {full!r}, which can't be "
+                f"read ({exc.strerror or exc})"
+            ) from exc
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise refused("which is not a regular file")
+            return f.read()
 
     def close(self) -> None:
         self._cx.close()
