@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
+from persistdict.detect import is_dbm_sqlite3
 from persistdict.errors import ClosedError, CorruptError
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
@@ -52,6 +53,12 @@ class DbmBackend(BackendBase):
                 errno.ENOENT,
                 f"no dbm database at {self.path!r}; open it with flag='c' to create it",
                 self.path,
+            )
+        if kind == "" and is_dbm_sqlite3(self.path):
+            raise CorruptError(
+                f"{self.path!r} is a dbm.sqlite3 database, the dbm of Python 3.13 and later, "
+                "which this Python can't read; open it with Python 3.13+ (or convert it to "
+                "another format there with `persistdict convert`). It was left untouched"
             )
         if kind == "":
             raise CorruptError(

@@ -6,7 +6,7 @@ import dbm
 import os
 
 from persistdict.backends import available
-from persistdict.detect import detect_backend
+from persistdict.detect import detect_backend, is_dbm_sqlite3
 from persistdict.migrate.base import (
     SQLITE_HEADER,
     Source,
@@ -14,7 +14,12 @@ from persistdict.migrate.base import (
     pickle_format,
     refusal,
 )
-from persistdict.migrate.file_sources import NativeSource, PersistDict0JsonSource, ShelveSource
+from persistdict.migrate.file_sources import (
+    NativeSource,
+    PersistDict0JsonSource,
+    ShelveSource,
+    open_dbm_read_only,
+)
 from persistdict.migrate.sqlite_sources import (
     DiskcacheSource,
     SqliteTableSource,
@@ -48,7 +53,7 @@ def detect_source(src: str, table: str | None = None) -> str:
         return "persistdict"
     if diskcache_database(src) is not None:
         return "diskcache"
-    if os.path.isfile(src) and is_sqlite(src):
+    if os.path.isfile(src) and is_sqlite(src) and not is_dbm_sqlite3(src):
         cx = connect_read_only(src)
         try:
             with sqlite_errors(repr(src)):
@@ -61,9 +66,9 @@ def detect_source(src: str, table: str | None = None) -> str:
         if chosen is not None and tables.get(chosen) == sqlitedict_schema(chosen):
             return "sqlitedict"
         return "persistdict"
-    if dbm.whichdb(src):
+    if dbm.whichdb(src) or is_dbm_sqlite3(src):
         try:
-            with dbm.open(src, "r") as db:
+            with open_dbm_read_only(src) as db:
                 first = next(iter(db.keys()), None)
                 if first is not None and pickle_format(db[first]):
                     return "shelve"
