@@ -243,7 +243,7 @@ def test_without_orjson_the_default_is_json_serializer() -> None:
     ).stdout.splitlines()
     assert out == [
         "JsonSerializer",
-        "OrjsonSerializer needs orjson: pip install 'persistdict[fast]'",
+        "OrjsonSerializer needs orjson: pip install 'python-persistdict[fast]'",
     ]
 
 

@@ -1,7 +1,7 @@
 """PersistDict: the ``MutableMapping`` that composes a backend with a serializer.
 
 Reads from per-key backends return fresh copies: ``d["a"]["b"] = 1`` changes only the copy,
-as with :mod:`shelve`, unless the dict was opened with ``writeback=True``, which caches what
+as with ``shelve``, unless the dict was opened with ``writeback=True``, which caches what
 was read and writes back, on ``flush()``/``close()``, each cached value whose encoding changed.
 Snapshot backends hand out the live objects, so nested changes persist on the next flush.
 
@@ -64,10 +64,11 @@ class _Items(ItemsView[str, Any]):
 
 
 class PersistDict(MutableMapping[str, Any]):
-    """A dict whose contents live in a backend. Usually made by :func:`persistdict.open`.
+    """A dict whose contents live in a backend. Usually made by
+    [`persistdict.open`][persistdict.open].
 
     Args:
-        backend: any object with the :class:`~persistdict.Backend` methods.
+        backend: any object with the [`Backend`][persistdict.Backend] methods.
         serializer: encodes values for per-key backends; JSON by default. Snapshot backends
             encode whole files themselves and refuse one.
         lock: share the dict between threads safely (a re-entrant lock per dict).

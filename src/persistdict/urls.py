@@ -66,7 +66,7 @@ def url_options(
     """Merge the options of ``url``'s query string with keyword arguments of the same names.
 
     ``converters`` maps each accepted name to a function that turns the query text into its
-    value (``int``, ``float``, :func:`parse_bool`...); keyword values are taken as they are.
+    value (``int``, ``float``, ``parse_bool``...); keyword values are taken as they are.
     Keyword arguments left at ``None`` count as not given. An unknown name, a value that
     doesn't convert, or a name given both ways with different values is a ``ValueError``
     naming the URL (password masked).

@@ -7,7 +7,8 @@ A backend stores ``str`` keys. There are two kinds, declared by ``stores_objects
 * per-key backends (sqlite, dbm, lmdb, redis, postgres, memory) store each value as the
   ``str``/``bytes`` a serializer produced; ``PersistDict`` encodes and decodes.
 
-Only the methods of :class:`Backend` are required. :class:`BackendBase` adds correct but
+Only the methods of [`Backend`][persistdict.Backend] are required.
+[`BackendBase`][persistdict.BackendBase] adds correct but
 slow defaults for the rest, which a backend overrides where its storage can do better.
 """
 
@@ -45,7 +46,7 @@ def import_driver(module: str, backend: str, extra: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(
-            f"the {backend} backend needs {module}: pip install 'persistdict[{extra}]'"
+            f"the {backend} backend needs {module}: pip install 'python-persistdict[{extra}]'"
         ) from exc
 
 
@@ -110,19 +111,24 @@ class Backend(Protocol):
     def get(self, key: str) -> Any:
         """Return the stored value; ``KeyError`` if missing."""
 
-    def set(self, key: str, value: Any) -> None: ...
+    def set(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key``, replacing any value there; an object for snapshot
+        backends, the serializer's ``str``/``bytes`` for per-key ones."""
 
     def delete(self, key: str) -> None:
         """Remove ``key``; ``KeyError`` if missing."""
 
-    def contains(self, key: str) -> bool: ...
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is stored, without reading its value."""
 
     def iter_keys(self) -> Iterator[str]:
         """Yield every key once; must stream, never load all keys at once."""
 
-    def count(self) -> int: ...
+    def count(self) -> int:
+        """How many keys are stored."""
 
-    def flush(self) -> None: ...
+    def flush(self) -> None:
+        """Make every write so far durable (a snapshot backend writes its file here)."""
 
     def close(self) -> None:
         """Release everything; a second call does nothing."""
@@ -239,7 +245,7 @@ class BackendBase:
 
 
 class _Adapted(BackendBase):
-    """Wraps an object that has only the :class:`Backend` methods."""
+    """Wraps an object that has only the [`Backend`][persistdict.Backend] methods."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -275,7 +281,8 @@ class _Adapted(BackendBase):
 
 
 def adapt(backend: Any) -> BackendBase:
-    """Return ``backend`` as a :class:`BackendBase`, wrapping a bare :class:`Backend`."""
+    """Return ``backend`` as a [`BackendBase`][persistdict.BackendBase], wrapping a bare
+    [`Backend`][persistdict.Backend]."""
     if isinstance(backend, BackendBase):
         return backend
     if isinstance(backend, Backend):

@@ -65,7 +65,7 @@ def open_dbm_read_only(path: str) -> Any:
 
 
 class ShelveSource(Source):
-    """A :mod:`shelve` file: the stdlib ``dbm`` that ``dbm.whichdb`` names, pickled values."""
+    """A ``shelve`` file: the stdlib ``dbm`` that ``dbm.whichdb`` names, pickled values."""
 
     kind = "shelve"
     needs_pickle = True
@@ -149,7 +149,8 @@ class PersistDict0JsonSource(Source):
 
 
 class NativeSource(Source):
-    """A target :func:`persistdict.open` reads, opened with ``flag="r"``. A PermaDict state
+    """A target [`persistdict.open`][persistdict.open] reads, opened with ``flag="r"``. A PermaDict
+    state
     file is one of these: a JSON object, ``key,value`` CSV rows, or a pickled dict."""
 
     def __init__(

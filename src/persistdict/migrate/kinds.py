@@ -1,4 +1,4 @@
-"""Which kind of store a source is, and opening it read-only as a :class:`Source`."""
+"""Which kind of store a source is, and opening it read-only as a ``Source``."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def is_sqlite(path: str) -> bool:
 
 def detect_source(src: str, table: str | None = None) -> str:
     """Name the kind of ``src`` where that is certain, else ``"persistdict"`` (a target
-    :func:`persistdict.open` reads by its own detection)."""
+    [`persistdict.open`][persistdict.open] reads by its own detection)."""
     if split_scheme(src)[0] is not None:
         return "persistdict"
     if diskcache_database(src) is not None:
@@ -106,8 +106,9 @@ def open_source(
     fmt: str | None = None,
     trust_pickle: bool = False,
 ) -> Source:
-    """Open ``src`` read-only as a :class:`~persistdict.migrate.base.Source` of kind
-    ``source`` (see :mod:`persistdict.migrate`). Refuses pickled data unless ``trust_pickle``."""
+    """Open ``src`` read-only as a ``persistdict.migrate.base.Source`` of kind
+    ``source`` (see [`persistdict.migrate`][persistdict.migrate]). Refuses pickled data unless
+    ``trust_pickle``."""
     kind = detect_source(src, table) if source == "auto" else source
     if kind in KINDS and split_scheme(src)[0] is not None:
         if split_scheme(src)[0] != "sqlite" or kind not in ("sqlitedict", "persistdict-0"):

@@ -1,7 +1,8 @@
 """The conformance suite every backend passes.
 
 Subclass it once per backend in a class whose name starts with ``Test`` and define
-:meth:`MappingConformance.open_dict`; capability flags switch off what a backend cannot do::
+[`MappingConformance.open_dict`][persistdict.testing.MappingConformance.open_dict]; capability
+flags switch off what a backend cannot do::
 
     class TestSqlite(MappingConformance):
         def open_dict(self, folder, **options):
