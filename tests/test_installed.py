@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,15 @@ def test_the_package_under_test_is_the_installed_wheel_not_the_checkout() -> Non
     installed = {Path(str(f.locate())).resolve() for f in files}
     assert imported in installed, f"{imported} is not a file of the installed {DISTRIBUTION}"
     assert not any(str(ROOT / "src") in entry for entry in sys.path), sys.path
+
+
+def test_the_changelog_has_a_section_for_this_version() -> None:
+    text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    version = persistdict.__version__
+    release = version.split(".dev")[0]
+    heading = f"## Unreleased ({release})" if ".dev" in version else f"## {version}"
+    assert re.search(rf"^{re.escape(heading)}( |$)", text, re.MULTILINE), (
+        f"CHANGELOG.md has no '{heading}' section for version {version}"
+    )
+    sections = re.findall(r"^## (?:Unreleased \()?(\d+\.\d+\.\d+)", text, re.MULTILINE)
+    assert sections[0] == release, f"the newest CHANGELOG section is {sections[0]}, not {release}"
