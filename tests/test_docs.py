@@ -342,3 +342,22 @@ def test_iteration_order_is_the_one_the_backends_page_states(name: str, tmp_path
         assert sorted(order) == sorted(written)
         if expected is not None:
             assert order == expected
+
+
+def test_benchmark_chart_links_its_full_size_and_labels_every_row_with_its_durability() -> None:
+    text = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
+    assert re.search(r"\[!\[[^\]]+\]\(img/benchmarks\.png\)\]\(img/benchmarks\.png\)", text)
+    assert "Each panel is one workload" in text
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_backends
+        import make_docs_page
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    results, labels, promises = make_docs_page.read_page(text)
+    assert set(results[10_000]) == set(labels)
+    assert len(labels) >= 10
+    tags = {label: bench_backends.durability_tag(promises[label]) for label in labels}
+    assert tags["persistdict json"] == "fsynced"
+    assert tags["persistdict lmdb"] == "no fsync per write"  # LMDB sync=False
+    assert tags["dict"] == "memory only"
