@@ -361,3 +361,23 @@ def test_benchmark_chart_links_its_full_size_and_labels_every_row_with_its_durab
     assert tags["persistdict json"] == "fsynced"
     assert tags["persistdict lmdb"] == "no fsync per write"  # LMDB sync=False
     assert tags["dict"] == "memory only"
+
+
+# The distribution is python-persistdict: the index's "persistdict" is another library.
+
+_OLD_NAME = re.compile(r"""pip install (?:-\S+ )*['"]?persistdict(?![\w-])""")
+
+
+def test_every_install_line_names_the_distribution_python_persistdict() -> None:
+    package = Path(persistdict.__file__).parent
+    places = [ROOT / "README.md", *sorted(DOCS.rglob("*.md")), *sorted(package.rglob("*.py"))]
+    wrong = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in places
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if _OLD_NAME.search(line)
+    ]
+    assert wrong == [], "install python-persistdict, not persistdict:\n" + "\n".join(wrong)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "pip install python-persistdict" in readme
+    assert re.search(r"index's `persistdict` project is another library", readme)
