@@ -29,6 +29,7 @@ from persistdict.serializers import PickleSerializer as PickleSerializer
 from persistdict.serializers import Serializer as Serializer
 
 __version__ = "0.2.0.dev0"
+"""This release's version, written only here (pyproject.toml reads it): `persistdict --version`."""
 
 __all__ = [
     "Backend",

@@ -17,9 +17,11 @@ from persistdict.migrate.target import EXISTING, writing
 __all__ = ["ON_ERROR", "Progress", "Summary", "UnstorableValueError", "copy"]
 
 ON_ERROR = ("raise", "skip", "str")
+"""The values [`copy`][persistdict.migrate.copy]'s ``on_error`` takes."""
 _CHUNK = 1000
 
 Progress = Callable[[int, "int | None", float], None]
+"""A ``progress`` callback, called with (keys copied, keys in the source if known, seconds)."""
 
 
 class UnstorableValueError(persistdict.Error, ValueError):

@@ -33,8 +33,8 @@ from persistdict.urls import split_scheme, url_path
 
 __all__ = ["KINDS", "detect_source", "is_sqlite", "open_source"]
 
-#: The foreign source kinds; every backend name is a source kind too.
 KINDS = ("sqlitedict", "shelve", "diskcache", "permadict", "persistdict-0")
+"""The foreign source kinds ``source=`` names; every backend name is a source kind too."""
 
 
 def is_sqlite(path: str) -> bool:
