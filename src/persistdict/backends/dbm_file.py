@@ -1,7 +1,10 @@
 """The dbm backend: the standard library's ``dbm`` file, the store ``shelve`` uses.
 
 Which dbm module is used is ``dbm``'s own choice (gnu, ndbm, sqlite3 on 3.13+, or dumb), and
-for an existing file ``dbm.whichdb`` decides. Keys are stored as UTF-8; values as the
+for an existing file ``dbm.whichdb`` decides. A ``dbm.sqlite3`` file (Python 3.13's default)
+is read and written here through ``sqlite3`` with the same table and statements: its module
+ties the connection to the thread that opened it, which a dict shared by threads can't use,
+and this way Python 3.10-3.12 open such files too. Keys are stored as UTF-8; values as the
 serializer's bytes. dbm has no transactions, so ``transaction()`` rolls back by an undo
 journal kept by ``PersistDict``: atomic against exceptions, not against a crash midway.
 Writers hold the same inter-process lock as snapshot files, since most dbm modules have none.
@@ -13,6 +16,8 @@ import contextlib
 import dbm
 import errno
 import os
+import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -25,6 +30,81 @@ __all__ = ["DbmBackend"]
 
 # dbm handles a forked child inherited: closing one there could write the parent's index.
 _inherited: list[Any] = []
+
+
+class _SqliteDbm:
+    """A ``dbm.sqlite3`` database with the dbm interface the backend uses, on any Python.
+
+    The table and the statements are ``dbm.sqlite3``'s own, so the file stays one that
+    ``shelve`` and ``dbm`` of Python 3.13 open. Unlike that module's, the connection may be
+    used by any thread (``PersistDict`` serializes the calls). A forked child reads through
+    the connection it inherited, as it would through ``dbm.sqlite3``'s, and never writes
+    (see ``check_writable``): closing or replacing that connection there checkpoints the
+    parent's write-ahead log from the child.
+    """
+
+    def __init__(self, path: str, flag: str) -> None:
+        self._path = path
+        self._read_only = flag == "r"
+        self._cx = self._connect()
+        if flag == "n":
+            self._cx.execute("DELETE FROM Dict")
+
+    def _connect(self) -> sqlite3.Connection:
+        mode = "ro" if self._read_only else "rw"
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self._path)) + f"?mode={mode}"
+        try:
+            cx = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            if not self._read_only:
+                cx.execute("PRAGMA journal_mode = wal")
+                cx.execute(_BUILD_TABLE)
+            cx.execute("SELECT count(*) FROM Dict").fetchone()
+        except sqlite3.Error as exc:
+            raise CorruptError(
+                f"can't open the dbm.sqlite3 database {self._path!r}: {exc}"
+            ) from exc
+        return cx
+
+    @property
+    def _live(self) -> sqlite3.Connection:
+        return self._cx
+
+    def __getitem__(self, key: bytes) -> bytes:
+        row = self._live.execute(_LOOKUP_KEY, (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return bytes(row[0])
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._live.execute(_STORE_KV, (key, value))
+
+    def __delitem__(self, key: bytes) -> None:
+        if self._live.execute(_DELETE_KEY, (key,)).rowcount == 0:
+            raise KeyError(key)
+
+    def __contains__(self, key: bytes) -> bool:
+        return self._live.execute(_LOOKUP_KEY, (key,)).fetchone() is not None
+
+    def keys(self) -> list[bytes]:
+        return [bytes(row[0]) for row in self._live.execute(_ITER_KEYS)]
+
+    def __len__(self) -> int:
+        count: int = self._live.execute(_GET_SIZE).fetchone()[0]
+        return count
+
+    def close(self) -> None:
+        self._cx.close()
+
+
+# dbm.sqlite3's statements (CPython 3.13 Lib/dbm/sqlite3.py): the same file format.
+_BUILD_TABLE = "CREATE TABLE IF NOT EXISTS Dict (key BLOB UNIQUE NOT NULL, value BLOB NOT NULL)"
+_GET_SIZE = "SELECT COUNT (key) FROM Dict"
+_LOOKUP_KEY = "SELECT value FROM Dict WHERE key = CAST(? AS BLOB)"
+_STORE_KV = "REPLACE INTO Dict (key, value) VALUES (CAST(? AS BLOB), CAST(? AS BLOB))"
+_DELETE_KEY = "DELETE FROM Dict WHERE key = CAST(? AS BLOB)"
+# dbm.sqlite3 leaves the order to SQLite, which walks the key index (sorted by bytes);
+# rowid order is insertion order, as dbm.dumb iterates, and a plain scan of the table.
+_ITER_KEYS = "SELECT key FROM Dict ORDER BY rowid"
 
 
 def _key_bytes(key: str) -> bytes:
@@ -54,24 +134,28 @@ class DbmBackend(BackendBase):
                 f"no dbm database at {self.path!r}; open it with flag='c' to create it",
                 self.path,
             )
-        if kind == "" and is_dbm_sqlite3(self.path):
-            raise CorruptError(
-                f"{self.path!r} is a dbm.sqlite3 database, the dbm of Python 3.13 and later, "
-                "which this Python can't read; open it with Python 3.13+ (or convert it to "
-                "another format there with `persistdict convert`). It was left untouched"
-            )
-        if kind == "":
-            raise CorruptError(
-                f"{self.path!r} exists but no dbm module recognises it; it was left untouched"
-            )
         self._lock: FileLock | None = None
         self._generation = fork_generation()
         if not self.read_only:
             self._lock = FileLock(self.path, timeout)
             self._lock.acquire()
         try:
-            opener: Any = dbm.open  # typeshed wants a literal flag; ours is checked by open()
-            self._db: Any = opener(self.path, flag, 0o666 if mode is None else mode)
+            # Under the lock: a writer refused by it has not read the file (a SQLite read
+            # marks the -shm file of a dbm.sqlite3 database).
+            sqlite_file = kind in ("", "dbm.sqlite3") and is_dbm_sqlite3(self.path)
+            if kind == "" and not sqlite_file:
+                raise CorruptError(
+                    f"{self.path!r} exists but no dbm module recognises it; it was left untouched"
+                )
+            self._db: Any
+            if sqlite_file:
+                self._db = _SqliteDbm(self.path, flag)
+            else:
+                opener: Any = dbm.open  # typeshed wants a literal flag; open() checked ours
+                self._db = opener(self.path, flag, 0o666 if mode is None else mode)
+                if type(self._db).__module__ == "dbm.sqlite3":  # a new file, on 3.13+
+                    self._db.close()
+                    self._db = _SqliteDbm(self.path, "r" if self.read_only else "w")
         except dbm.error[0] as exc:
             self._release()
             raise CorruptError(f"can't open the dbm database {self.path!r}: {exc}") from exc
@@ -135,9 +219,10 @@ class DbmBackend(BackendBase):
 
     def flush(self) -> None:
         db = self._db
-        if db is not None and not self.read_only and hasattr(db, "sync"):
+        if db is not None and not self.read_only:
             self.check_writable()
-            db.sync()
+            if hasattr(db, "sync"):  # dbm.sqlite3 and ndbm write through: nothing to sync
+                db.sync()
 
     def prepare_fork(self) -> None:
         """Save the index just before ``os.fork()``, so the child inherits none unsaved that

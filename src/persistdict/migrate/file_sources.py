@@ -32,7 +32,9 @@ class _Sqlite3Dbm:
         self._cx = connect_read_only(path)
 
     def keys(self) -> list[bytes]:
-        return [bytes(row[0]) for row in self._cx.execute("SELECT key FROM Dict")]
+        # In the order written (rowid), as the backend and dbm.dumb iterate.
+        rows = self._cx.execute("SELECT key FROM Dict ORDER BY rowid")
+        return [bytes(row[0]) for row in rows]
 
     def __getitem__(self, key: bytes) -> bytes:
         row = self._cx.execute("SELECT value FROM Dict WHERE key = ?", (key,)).fetchone()
