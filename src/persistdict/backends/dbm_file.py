@@ -16,12 +16,11 @@ import contextlib
 import dbm
 import errno
 import os
-import sqlite3
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
+from persistdict.backends.dbm_sqlite3 import SqliteDbm
 from persistdict.detect import is_dbm_sqlite3
 from persistdict.errors import ClosedError, CorruptError
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
@@ -30,81 +29,6 @@ __all__ = ["DbmBackend"]
 
 # dbm handles a forked child inherited: closing one there could write the parent's index.
 _inherited: list[Any] = []
-
-
-class _SqliteDbm:
-    """A ``dbm.sqlite3`` database with the dbm interface the backend uses, on any Python.
-
-    The table and the statements are ``dbm.sqlite3``'s own, so the file stays one that
-    ``shelve`` and ``dbm`` of Python 3.13 open. Unlike that module's, the connection may be
-    used by any thread (``PersistDict`` serializes the calls). A forked child reads through
-    the connection it inherited, as it would through ``dbm.sqlite3``'s, and never writes
-    (see ``check_writable``): closing or replacing that connection there checkpoints the
-    parent's write-ahead log from the child.
-    """
-
-    def __init__(self, path: str, flag: str) -> None:
-        self._path = path
-        self._read_only = flag == "r"
-        self._cx = self._connect()
-        if flag == "n":
-            self._cx.execute("DELETE FROM Dict")
-
-    def _connect(self) -> sqlite3.Connection:
-        mode = "ro" if self._read_only else "rw"
-        uri = "file:" + urllib.parse.quote(os.path.abspath(self._path)) + f"?mode={mode}"
-        try:
-            cx = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            if not self._read_only:
-                cx.execute("PRAGMA journal_mode = wal")
-                cx.execute(_BUILD_TABLE)
-            cx.execute("SELECT count(*) FROM Dict").fetchone()
-        except sqlite3.Error as exc:
-            raise CorruptError(
-                f"can't open the dbm.sqlite3 database {self._path!r}: {exc}"
-            ) from exc
-        return cx
-
-    @property
-    def _live(self) -> sqlite3.Connection:
-        return self._cx
-
-    def __getitem__(self, key: bytes) -> bytes:
-        row = self._live.execute(_LOOKUP_KEY, (key,)).fetchone()
-        if row is None:
-            raise KeyError(key)
-        return bytes(row[0])
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._live.execute(_STORE_KV, (key, value))
-
-    def __delitem__(self, key: bytes) -> None:
-        if self._live.execute(_DELETE_KEY, (key,)).rowcount == 0:
-            raise KeyError(key)
-
-    def __contains__(self, key: bytes) -> bool:
-        return self._live.execute(_LOOKUP_KEY, (key,)).fetchone() is not None
-
-    def keys(self) -> list[bytes]:
-        return [bytes(row[0]) for row in self._live.execute(_ITER_KEYS)]
-
-    def __len__(self) -> int:
-        count: int = self._live.execute(_GET_SIZE).fetchone()[0]
-        return count
-
-    def close(self) -> None:
-        self._cx.close()
-
-
-# dbm.sqlite3's statements (CPython 3.13 Lib/dbm/sqlite3.py): the same file format.
-_BUILD_TABLE = "CREATE TABLE IF NOT EXISTS Dict (key BLOB UNIQUE NOT NULL, value BLOB NOT NULL)"
-_GET_SIZE = "SELECT COUNT (key) FROM Dict"
-_LOOKUP_KEY = "SELECT value FROM Dict WHERE key = CAST(? AS BLOB)"
-_STORE_KV = "REPLACE INTO Dict (key, value) VALUES (CAST(? AS BLOB), CAST(? AS BLOB))"
-_DELETE_KEY = "DELETE FROM Dict WHERE key = CAST(? AS BLOB)"
-# dbm.sqlite3 leaves the order to SQLite, which walks the key index (sorted by bytes);
-# rowid order is insertion order, as dbm.dumb iterates, and a plain scan of the table.
-_ITER_KEYS = "SELECT key FROM Dict ORDER BY rowid"
 
 
 def _key_bytes(key: str) -> bytes:
@@ -149,13 +73,13 @@ class DbmBackend(BackendBase):
                 )
             self._db: Any
             if sqlite_file:
-                self._db = _SqliteDbm(self.path, flag)
+                self._db = SqliteDbm(self.path, flag)
             else:
                 opener: Any = dbm.open  # typeshed wants a literal flag; open() checked ours
                 self._db = opener(self.path, flag, 0o666 if mode is None else mode)
                 if type(self._db).__module__ == "dbm.sqlite3":  # a new file, on 3.13+
                     self._db.close()
-                    self._db = _SqliteDbm(self.path, "r" if self.read_only else "w")
+                    self._db = SqliteDbm(self.path, "r" if self.read_only else "w")
         except dbm.error[0] as exc:
             self._release()
             raise CorruptError(f"can't open the dbm database {self.path!r}: {exc}") from exc
