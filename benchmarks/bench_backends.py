@@ -281,30 +281,96 @@ def durability_table(subjects: list[Subject]) -> list[str]:
     return [*lines, ""]
 
 
-def plot(path: str, results: dict[int, dict[str, dict[str, float]]], labels: list[str]) -> None:
+def durability_tag(promise: str) -> str:
+    """A few words for the chart from a row's "set, each durable" promise."""
+    text = promise.lower()
+    if "memory only" in text:
+        return "memory only"
+    if "server" in text:
+        return "server's fsync setting"
+    if "not fsynced" in text or "sync=false" in text or "synchronous=normal" in text:
+        return "no fsync per write"
+    if "not atomic" in text:
+        return "fsynced, not atomic"
+    if "fsync" in text:
+        return "fsynced"
+    raise ValueError(f"no durability tag for {promise!r}: add a rule to durability_tag()")
+
+
+def plot(
+    path: str,
+    results: dict[int, dict[str, dict[str, float]]],
+    labels: list[str],
+    promises: dict[str, str],
+) -> None:
+    """Draw one small panel per workload for the largest size run: a horizontal bar per row
+    (log scale, shorter is faster), each row labelled with what its durable write promises.
+    Grey rows are the floors, blue persistdict, orange the other libraries."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    sizes = sorted(results)
-    fig, axes = plt.subplots(len(sizes), 1, figsize=(14, 4.5 * len(sizes)), squeeze=False)
-    names = [name for name, _ in WORKLOADS]
-    width = 0.8 / max(len(labels), 1)
-    colors = matplotlib.colormaps["tab20"]  # the default cycle repeats after 10 rows
-    for ax, n in zip(axes[:, 0], sizes, strict=True):
-        for i, label in enumerate(labels):
-            row = results[n].get(label, {})
-            xs = [j + i * width for j, name in enumerate(names) if name in row]
-            ys = [row[name] for name in names if name in row]
-            ax.bar(xs, ys, width, label=label, color=colors(i % 20))
-        ax.set_yscale("log")
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names)
-        ax.set_ylabel("µs per operation (log)")
-        ax.set_title(f"{n:,} keys")
-    axes[0, 0].legend(fontsize="small", ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    n = max(results)
+    medians = results[n]
+    names = [f"{label}  ({durability_tag(promises[label])})" for label in labels]
+    kinds = {"floor": "#8c8c8c", "persistdict": "#1f5fa8", "other library": "#e07b00"}
+
+    def kind(label: str) -> str:
+        if label in ("dict", "raw sqlite3", "raw json"):
+            return "floor"
+        return "persistdict" if label.startswith("persistdict") else "other library"
+
+    columns = 2
+    rows = -(-len(WORKLOADS) // columns)
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(9.5, 0.19 * len(labels) * rows + 1.2),
+        sharey=True,
+        squeeze=False,
+    )
+    ys = list(range(len(labels)))
+    for ax, (workload, unit) in zip(axes.flat, WORKLOADS, strict=False):
+        shown = [
+            (y, medians[label][workload])
+            for y, label in zip(ys, labels, strict=True)
+            if medians.get(label, {}).get(workload)
+        ]
+        ax.barh(
+            [y for y, _ in shown],
+            [v for _, v in shown],
+            height=0.7,
+            color=[kinds[kind(labels[y])] for y, _ in shown],
+        )
+        ax.set_xscale("log")
+        low, high = min(v for _, v in shown), max(v for _, v in shown)
+        ax.set_xlim(low / 2, high * 12)  # room for the value printed after each bar
+        for y, v in shown:
+            ax.text(v * 1.1, y, f"{v:,.0f}" if v >= 100 else f"{v:.3g}", va="center", fontsize=7)
+        ax.set_title(f"{workload} ({unit}, log scale)", fontsize=10, loc="left")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes.flat[len(WORKLOADS) :]:
+        ax.set_visible(False)
+    axes[0, 0].set_yticks(ys, names)
+    axes[0, 0].invert_yaxis()
+    for ax in axes[:, 0]:
+        ax.tick_params(axis="y", labelsize=8)
+    fig.legend(
+        handles=[Patch(color=c, label=k) for k, c in kinds.items()],
+        loc="upper right",
+        ncol=3,
+        fontsize=9,
+        frameon=False,
+    )
+    fig.suptitle(
+        f"{n:,} keys: time per operation, shorter is faster", x=0.01, ha="left", fontsize=11
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,7 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({str(n): r for n, r in results.items()}, indent=1))
     if args.plot:
-        plot(args.plot, results, [s.label for s in subjects])
+        plot(
+            args.plot,
+            results,
+            [s.label for s in subjects],
+            {s.label: s.durable_each for s in subjects},
+        )
     return 0
 
 

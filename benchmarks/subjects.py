@@ -503,7 +503,7 @@ def _missing(module: str) -> str | None:
     try:
         __import__(module)
     except ImportError:
-        return f"{module} is not installed (pip install 'persistdict[bench]')"
+        return f"{module} is not installed (pip install 'python-persistdict[bench]')"
     return None
 
 

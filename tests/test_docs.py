@@ -269,5 +269,116 @@ def test_every_page_is_in_the_nav() -> None:
     config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     nav = config.split("\nnav:\n", 1)[1].split("\n\n", 1)[0]
     listed = set(re.findall(r"^\s+- [^:]+: (\S+\.md)$", nav, re.MULTILINE))
-    pages = set(PAGES)
-    assert listed == pages, f"pages not in mkdocs.yml's nav: {pages - listed}"
+    assert listed == set(PAGES), f"pages not in mkdocs.yml's nav: {set(PAGES) - listed}"
+
+
+# The backends page: the iteration order it states for each backend is the one it has.
+
+_ORDER_KEYS = ["b", "a", "é", "B", "", "10", "9", "zz", "a b", "~", "\U0001f600"]
+
+
+def documented_orders() -> dict[str, str]:
+    """Backend name -> the first words of its row in the "Iteration order" table."""
+    text = (DOCS / "backends.md").read_text(encoding="utf-8")
+    table = text.split("## Iteration order", 1)[1].split("\n## ", 1)[0]
+    orders: dict[str, str] = {}
+    for names, order in re.findall(r"^\| ((?:`\w+`(?:, )?)+) \| ([^|]+) \|$", table, re.M):
+        for name in re.findall(r"`(\w+)`", names):
+            orders[name] = order
+    return orders
+
+
+def expected_order(rule: str, keys: list[str]) -> list[str] | None:
+    if rule.startswith("insertion"):
+        return keys
+    if rule.startswith("by key, in code point order"):
+        return sorted(keys)
+    if rule.startswith("by key, in UTF-8 byte order, except the empty key"):
+        return sorted((k for k in keys if k), key=lambda k: k.encode()) + [""] * ("" in keys)
+    assert rule.startswith("none defined"), f"backends.md states an order I can't check: {rule}"
+    return None
+
+
+def test_backends_page_states_an_order_for_every_backend() -> None:
+    builtin = {n for n in persistdict.available_backends() if n != "folder"}
+    assert set(documented_orders()) == builtin
+
+
+@pytest.mark.parametrize(
+    "name", ["json", "csv", "pickle", "memory", "sqlite", "dbm", "lmdb", "redis", "postgres"]
+)
+def test_iteration_order_is_the_one_the_backends_page_states(name: str, tmp_path: Path) -> None:
+    from tests.conftest import namespace, server_url
+
+    targets: dict[str, tuple[str, dict[str, Any]]] = {
+        "json": (str(tmp_path / "d.json"), {}),
+        "csv": (str(tmp_path / "d.csv"), {}),
+        "pickle": (str(tmp_path / "d.pkl"), {"backend": "pickle"}),
+        "memory": ("memory://", {}),
+        "sqlite": (str(tmp_path / "d.db"), {}),
+        "dbm": (str(tmp_path / "d"), {"backend": "dbm"}),
+        "lmdb": (str(tmp_path / "d.lmdb"), {}),
+    }
+    if name == "redis":
+        targets[name] = (server_url("redis"), {"prefix": namespace("redis", tmp_path)})
+    if name == "postgres":
+        targets[name] = (server_url("postgres"), {"table": namespace("postgres", tmp_path)})
+    target, options = targets[name]
+    d = persistdict.open(target, **options)
+    try:
+        for key in _ORDER_KEYS:
+            d[key] = "v"
+        del d["b"]
+        d["b"] = "again"  # moves to the end where the order is insertion
+        written = [k for k in _ORDER_KEYS if k != "b"] + ["b"]
+        seen = [list(d)]
+        if name != "memory":
+            d.close()
+            d = persistdict.open(target, "r", **options)
+            seen.append(list(d))
+    finally:
+        d.close()
+    expected = expected_order(documented_orders()[name], written)
+    for order in seen:
+        assert sorted(order) == sorted(written)
+        if expected is not None:
+            assert order == expected
+
+
+def test_benchmark_chart_links_its_full_size_and_labels_every_row_with_its_durability() -> None:
+    text = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
+    assert re.search(r"\[!\[[^\]]+\]\(img/benchmarks\.png\)\]\(img/benchmarks\.png\)", text)
+    assert "Each panel is one workload" in text
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_backends
+        import make_docs_page
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    results, labels, promises = make_docs_page.read_page(text)
+    assert set(results[10_000]) == set(labels)
+    assert len(labels) >= 10
+    tags = {label: bench_backends.durability_tag(promises[label]) for label in labels}
+    assert tags["persistdict json"] == "fsynced"
+    assert tags["persistdict lmdb"] == "no fsync per write"  # LMDB sync=False
+    assert tags["dict"] == "memory only"
+
+
+# The distribution is python-persistdict: the index's "persistdict" is another library.
+
+_OLD_NAME = re.compile(r"""pip install (?:-\S+ )*['"]?persistdict(?![\w-])""")
+
+
+def test_every_install_line_names_the_distribution_python_persistdict() -> None:
+    package = Path(persistdict.__file__).parent
+    places = [ROOT / "README.md", *sorted(DOCS.rglob("*.md")), *sorted(package.rglob("*.py"))]
+    wrong = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in places
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if _OLD_NAME.search(line)
+    ]
+    assert wrong == [], "install python-persistdict, not persistdict:\n" + "\n".join(wrong)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "pip install python-persistdict" in readme
+    assert re.search(r"index's `persistdict` project is another library", readme)

@@ -139,7 +139,7 @@ def test_a_missing_driver_names_the_extra(module: str, target: str, extra: str) 
         text=True,
         check=True,
     ).stdout
-    assert f"pip install 'persistdict[{extra}]'" in out
+    assert f"pip install 'python-persistdict[{extra}]'" in out
 
 
 def _readme_server_urls() -> list[str]:

@@ -29,7 +29,8 @@ from persistdict.serializers import JsonSerializer as JsonSerializer
 from persistdict.serializers import PickleSerializer as PickleSerializer
 from persistdict.serializers import Serializer as Serializer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
+"""This release's version, written only here (pyproject.toml reads it): `persistdict --version`."""
 
 __all__ = [
     "Backend",

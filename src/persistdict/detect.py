@@ -7,14 +7,51 @@ from __future__ import annotations
 
 import dbm
 import os
+import sqlite3
+import urllib.parse
 
 from persistdict.backends import available, loaded_classes
 from persistdict.fileio import resolve_data_path
 from persistdict.urls import split_scheme
 
-__all__ = ["detect_backend", "sniff_file"]
+__all__ = ["detect_backend", "is_dbm_sqlite3", "sniff_file"]
 
 _HEAD = 64
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def is_dbm_sqlite3(path: str) -> bool:
+    """Whether ``path`` is a ``dbm.sqlite3`` database, the default dbm of Python 3.13+.
+
+    It is a SQLite file, so its header alone can't tell it from the sqlite backend's
+    files: it is one whose only table is ``Dict`` with BLOB ``key`` and ``value``
+    columns (the sqlite backend's tables have a TEXT key). Nothing is written to it.
+    """
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    if not header.startswith(_SQLITE_HEADER):
+        return False
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    if len(header) == 20 and header[18] == 2 and not os.path.exists(path + "-wal"):
+        # A WAL file closed cleanly: immutable reads it without leaving -wal/-shm beside it.
+        uri += "&immutable=1"
+    try:
+        cx = sqlite3.connect(uri, uri=True)
+        try:
+            tables = [
+                row[0] for row in cx.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ]
+            if tables != ["Dict"]:
+                return False
+            columns = {row[1]: row[2].upper() for row in cx.execute('PRAGMA table_info("Dict")')}
+        finally:
+            cx.close()
+    except sqlite3.Error:
+        return False
+    return columns == {"key": "BLOB", "value": "BLOB"}
 
 
 def _claims(attr: str, value: str, *, third_party: bool) -> str | None:
@@ -32,6 +69,8 @@ def sniff_file(path: str) -> str | None:
             head = f.read(_HEAD)
     except (IsADirectoryError, FileNotFoundError, PermissionError):
         head = b""
+    if head.startswith(_SQLITE_HEADER) and is_dbm_sqlite3(path):
+        return "dbm"
     for cls in loaded_classes():
         if cls.name != "pickle" and getattr(cls, "sniff", None) and cls.sniff(head):
             found: str = cls.name
@@ -64,6 +103,8 @@ def detect_backend(target: str | os.PathLike[str], fmt: str | None = None) -> st
         name = _claims("suffixes", suffix, third_party=False) or _claims(
             "suffixes", suffix, third_party=True
         )
+        if name == "sqlite" and is_dbm_sqlite3(text):
+            return "dbm"  # Python 3.13+'s dbm (shelve) writes SQLite files, named as given
         if name is not None:
             return name
     # A link another user planted in a shared sticky folder is refused before its target's

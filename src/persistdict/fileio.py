@@ -1,6 +1,6 @@
 """Whole-file writes that are atomic and durable, and the cleanup of their leftovers.
 
-Every snapshot backend writes through :func:`atomic_write`, so at every instant the target on
+Every snapshot backend writes through ``atomic_write``, so at every instant the target on
 disk is either the whole old version or the whole new one, and once the call returns the new
 version survives a killed process and a crashed OS.
 
@@ -14,11 +14,11 @@ The order of one write, and why each step is there:
 2. the temp file is fsynced: without it a crash after the rename can leave an empty or
    partial file under the target's name (the classic delayed-allocation data loss);
 3. optionally the current target is hard-linked as the previous generation (no data is
-   copied; see :func:`previous_path`);
+   copied; see ``previous_path``);
 4. ``os.replace`` swaps the names atomically;
 5. the folder is fsynced, so the rename itself is on disk when the call returns.
 
-Platforms: on macOS ``fsync`` stops at the drive's cache, so :func:`fsync_file` asks for
+Platforms: on macOS ``fsync`` stops at the drive's cache, so ``fsync_file`` asks for
 ``F_FULLFSYNC``. On Windows the swap is ``MoveFileExW`` with ``MOVEFILE_REPLACE_EXISTING |
 MOVEFILE_WRITE_THROUGH`` (``os.replace`` omits write-through), ``os.fsync`` is
 ``FlushFileBuffers``, and folders can't be fsynced (NTFS journals the rename instead). Windows
@@ -366,7 +366,7 @@ def atomic_write(
     The steps and their reasons are in the module docstring. An existing target keeps its
     permission bits (and, where allowed, owner and group); a new one gets ``mode`` (default
     ``0o666``) less the umask, as ``dbm.open`` does. With ``keep_previous`` an existing target
-    is first hard-linked as :func:`previous_path`.
+    is first hard-linked as ``previous_path``.
 
     Raises:
         OSError: the original error (``ENOSPC``, ``EIO``, ``EPERM``...). If it happened before
@@ -416,7 +416,7 @@ def atomic_write(
 
 def give_owner_and_mode(path: str | os.PathLike[str], old: os.stat_result) -> None:
     """Give the file at ``path`` (a new version, not yet in place) the owner, group and mode
-    of ``old``, the status of the file it is about to replace, as :func:`atomic_write` does.
+    of ``old``, the status of the file it is about to replace, as ``atomic_write`` does.
     """
     fd = open_side_file(Path(path), os.O_RDONLY)
     try:
@@ -487,11 +487,11 @@ def restore_previous(path: str | os.PathLike[str]) -> Path:
 
 def read_previous(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
     """The bytes and status of the previous generation of ``path``, checked as
-    :func:`restore_previous` checks it, and never read through a symlink.
+    ``restore_previous`` checks it, and never read through a symlink.
 
     Raises:
         FileNotFoundError: there is no previous generation.
-        PermissionError: as for :func:`restore_previous`.
+        PermissionError: as for ``restore_previous``.
     """
     target = _resolve(path)
     previous = previous_path(target)

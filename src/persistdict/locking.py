@@ -58,7 +58,7 @@ def lock_path_for(path: str | os.PathLike[str]) -> Path:
 
     Raises:
         PermissionError: ``path`` goes through a symlink planted in a shared sticky folder
-            (see :func:`persistdict.fileio.resolve_data_path`).
+            (see ``persistdict.fileio.resolve_data_path``).
     """
     target = resolve_data_path(path)
     return target.parent / f".{target.name}.persistdict-lock"

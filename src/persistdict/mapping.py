@@ -1,7 +1,7 @@
 """PersistDict: the ``MutableMapping`` that composes a backend with a serializer.
 
 Reads from per-key backends return fresh copies: ``d["a"]["b"] = 1`` changes only the copy,
-as with :mod:`shelve`, unless the dict was opened with ``writeback=True``, which caches every
+as with ``shelve``, unless the dict was opened with ``writeback=True``, which caches every
 value read or stored (through ``d[k]``, ``get``, ``setdefault``, ``items()``, ``values()``)
 and writes back, on ``flush()``/``close()``, each cached value whose encoding changed; then
 ``flush()`` empties the cache, as shelve's ``sync()`` does. Snapshot backends hand out the
@@ -99,10 +99,11 @@ class _Items(ItemsView[str, Any]):
 
 
 class PersistDict(MutableMapping[str, Any]):
-    """A dict whose contents live in a backend. Usually made by :func:`persistdict.open`.
+    """A dict whose contents live in a backend. Usually made by
+    [`persistdict.open`][persistdict.open].
 
     Args:
-        backend: any object with the :class:`~persistdict.Backend` methods.
+        backend: any object with the [`Backend`][persistdict.Backend] methods.
         serializer: encodes values for per-key backends; JSON by default. Snapshot backends
             encode whole files themselves and refuse one.
         lock: share the dict between threads safely (a re-entrant lock per dict).
@@ -611,8 +612,8 @@ class PersistDict(MutableMapping[str, Any]):
         Snapshot files are replaced atomically and only when their contents changed; if the
         write fails (disk full), the old file and the in-memory data are both intact, so a
         retry loses nothing. If another program changed the file since this dict loaded or
-        saved it, nothing is written and :class:`~persistdict.ConflictError` is raised:
-        :meth:`refresh` takes that version, ``force=True`` writes over it. Per-key backends
+        saved it, nothing is written and ``persistdict.ConflictError`` is raised:
+        ``refresh`` takes that version, ``force=True`` writes over it. Per-key backends
         commit pending batches (``commit_every``) and, with ``writeback=True``, write back
         cached values that changed; ``force`` changes nothing for them.
         """
@@ -714,7 +715,7 @@ class PersistDict(MutableMapping[str, Any]):
         """Reload a snapshot file (json, csv, pickle) from disk.
 
         Opened read-only, the dict then sees what a writer flushed since. A writer takes the
-        version another program saved (after :class:`~persistdict.ConflictError`), dropping
+        version another program saved (after ``persistdict.ConflictError``), dropping
         its own unsaved changes. Not allowed inside ``transaction()``.
         """
         with self._lock:

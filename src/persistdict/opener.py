@@ -1,4 +1,4 @@
-"""``persistdict.open``: from a path or URL to a ready :class:`PersistDict`."""
+"""``persistdict.open``: from a path or URL to a ready [`PersistDict`][persistdict.PersistDict]."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def open(
         writeback: per-key backends: cache read values and save changed ones on flush/close.
         timeout: seconds to wait for a lock another process holds (a snapshot file's or dbm
             writer lock, SQLite's write lock, a Redis or PostgreSQL transaction) before
-            :class:`~persistdict.LockedError`. ``None`` means the backend's default, 10
+            [`LockedError`][persistdict.LockedError]. ``None`` means the backend's default, 10
             seconds. Backends with nothing to wait for (memory) ignore it.
         **backend_options: passed to the backend, e.g. ``synchronous="FULL"`` for sqlite, or
             ``recover=True`` for json/csv/pickle (restore the previous generation of a damaged

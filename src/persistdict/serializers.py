@@ -4,8 +4,10 @@ Snapshot backends (json, csv, pickle files) encode the whole file themselves and
 serializer. Per-key backends (sqlite, dbm, lmdb, redis, postgres, memory) store each value as
 the serializer's output and decode it on every read, so a read returns a fresh copy.
 
-With the ``fast`` extra (orjson) installed, the default is :class:`OrjsonSerializer`: it writes
-exactly what :class:`JsonSerializer` writes and reads values faster, with the same results.
+With the ``fast`` extra (orjson) installed, the default is
+[`OrjsonSerializer`][persistdict.serializers.OrjsonSerializer]: it writes
+exactly what [`JsonSerializer`][persistdict.JsonSerializer] writes and reads values faster, with
+the same results.
 Only decoding goes through orjson. Its encoder can't be made to agree with the stdlib: it
 stores ``Enum`` members, ``UUID`` objects and dataclasses that ``json`` refuses (no option
 turns that off), writes ``NaN`` as ``null`` and spells some floats differently (``1e-7`` for
@@ -126,12 +128,14 @@ _LONG_NUMBER = b"0" * 19
 
 
 class OrjsonSerializer(JsonSerializer):
-    """:class:`JsonSerializer` with decoding done by orjson where its result is the same.
+    """[`JsonSerializer`][persistdict.JsonSerializer] with decoding done by orjson where its result
+    is the same.
 
     Stores exactly the text ``JsonSerializer`` stores (the stdlib encodes; see the module
     docstring for why) and returns equal values of the same types, raising the same errors for
     bad data. The default serializer when orjson is installed (``pip install
-    'persistdict[fast]'``). Takes the same arguments as :class:`JsonSerializer`.
+    'python-persistdict[fast]'``). Takes the same arguments as
+    [`JsonSerializer`][persistdict.JsonSerializer].
     """
 
     def __init__(
@@ -139,7 +143,9 @@ class OrjsonSerializer(JsonSerializer):
     ) -> None:
         fast = _orjson_loads()
         if fast is None:
-            raise ImportError("OrjsonSerializer needs orjson: pip install 'persistdict[fast]'")
+            raise ImportError(
+                "OrjsonSerializer needs orjson: pip install 'python-persistdict[fast]'"
+            )
         super().__init__(ensure_ascii=ensure_ascii, allow_nan=allow_nan, **kwargs)
         self._fast_loads = fast
 
@@ -161,7 +167,7 @@ def unpickle(data: bytes | IO[bytes], *, trusted: bool, what: str) -> Any:
     This is the only place persistdict unpickles; every reader of pickled data comes through
     here, so nothing is unpickled unless its caller says the data is trusted. ``trusted`` is
     true only where the user opted in: ``serializer="pickle"``, ``backend``/``format="pickle"``,
-    ``trust_pickle=True`` or ``--trust-pickle``. Otherwise :class:`UntrustedPickleError`
+    ``trust_pickle=True`` or ``--trust-pickle``. Otherwise ``UntrustedPickleError``
     names ``what`` and nothing is read.
     """
     if trusted is not True:

@@ -50,7 +50,7 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _MASK = "***"
 #: Secrets shorter than this are masked inside the URL but not searched for in other text
 #: (a driver's message): replacing every "ab" in a message would garble it. Such passwords
-#: only reach a driver from a well-formed URL (see :func:`check_url`), which drivers don't echo.
+#: only reach a driver from a well-formed URL (see ``check_url``), which drivers don't echo.
 _SHORTEST_SEARCHED = 4
 
 
@@ -95,7 +95,7 @@ def redact(text: str, target: str) -> str:
 
     The one place secrets are taken out of what persistdict shows: ``target`` itself
     (``redact(url, url)`` is the URL to display), messages of drivers that echo part of
-    the URL, and whole error chains (:func:`redact_exception`). Secrets are the user-info
+    the URL, and whole error chains (``redact_exception``). Secrets are the user-info
     password (even when unescaped ``#``, ``?``, ``/``, ``@`` or a bad ``%``-escape split the
     URL oddly) and the values of the ``password``, ``passfile`` and ``sslpassword`` query
     parameters. Text without them, and any ``target`` that is a path, is returned unchanged.
@@ -116,7 +116,7 @@ def redact(text: str, target: str) -> str:
 
 def mask_password(url: str) -> str:
     """``redis://user:secret@host`` -> ``redis://user:***@host``; other text is unchanged.
-    The URL as persistdict shows it: :func:`redact` of the URL itself."""
+    The URL as persistdict shows it: ``redact`` of the URL itself."""
     return redact(url, url)
 
 
@@ -134,7 +134,7 @@ def redact_exception(exc: BaseException, target: str) -> BaseException:
 
     Driver errors are kept as causes, so ``raise ... from exc`` and tracebacks stay useful,
     but their messages may echo the URL: their ``args``, ``OSError``'s ``strerror`` and file
-    names, and ``__notes__`` are rewritten through :func:`redact`.
+    names, and ``__notes__`` are rewritten through ``redact``.
     """
     seen: set[int] = set()
     todo = [exc]
@@ -161,7 +161,7 @@ def redact_exception(exc: BaseException, target: str) -> BaseException:
 
 @contextmanager
 def redacted_errors(target: str) -> Iterator[None]:
-    """Whatever is raised inside leaves with :func:`redact_exception` applied for ``target``."""
+    """Whatever is raised inside leaves with ``redact_exception`` applied for ``target``."""
     try:
         yield
     except BaseException as exc:
@@ -240,7 +240,7 @@ def url_options(
     """Merge the options of ``url``'s query string with keyword arguments of the same names.
 
     ``converters`` maps each accepted name to a function that turns the query text into its
-    value (``int``, ``float``, :func:`parse_bool`...); keyword values are taken as they are.
+    value (``int``, ``float``, ``parse_bool``...); keyword values are taken as they are.
     Keyword arguments left at ``None`` count as not given. An unknown name, a value that
     doesn't convert, or a name given both ways with different values is a ``ValueError``
     naming the URL (password masked).

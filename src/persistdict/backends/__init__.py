@@ -47,7 +47,7 @@ def _import(target: str) -> Any:
 
 
 def entry_points(*, group: str) -> Any:
-    """The installed entry points of ``group``, via :func:`importlib.metadata.entry_points`."""
+    """The installed entry points of ``group``, via ``importlib.metadata.entry_points``."""
     # Imported here: importlib.metadata takes longer to import than all of persistdict, and only
     # an unknown backend name or available() needs it.
     from importlib.metadata import entry_points as installed

@@ -7,7 +7,8 @@ A backend stores ``str`` keys. There are two kinds, declared by ``stores_objects
 * per-key backends (sqlite, dbm, lmdb, redis, postgres, memory) store each value as the
   ``str``/``bytes`` a serializer produced; ``PersistDict`` encodes and decodes.
 
-Only the methods of :class:`Backend` are required. :class:`BackendBase` adds correct but
+Only the methods of [`Backend`][persistdict.Backend] are required.
+[`BackendBase`][persistdict.BackendBase] adds correct but
 slow defaults for the rest, which a backend overrides where its storage can do better.
 """
 
@@ -47,7 +48,7 @@ def import_driver(module: str, backend: str, extra: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(
-            f"the {backend} backend needs {module}: pip install 'persistdict[{extra}]'"
+            f"the {backend} backend needs {module}: pip install 'python-persistdict[{extra}]'"
         ) from exc
 
 
@@ -133,21 +134,25 @@ class Backend(Protocol):
     These are the methods both shapes of backend have. To list its keys, a backend has, in
     today's shape, ``iter_keys()`` (streaming) and ``count()``; in the original shape (SPEC
     section 8), ``keys()``, ``__len__()`` and ``clear()``, with ``str`` values. Both pass
-    ``isinstance(backend, Backend)`` and work with ``PersistDict(backend)``; :func:`adapt`
+    ``isinstance(backend, Backend)`` and work with ``PersistDict(backend)``; ``adapt``
     wraps them. ``stores_objects`` and ``read_only`` are optional attributes (default false).
     """
 
     def get(self, key: str) -> Any:
         """Return the stored value; ``KeyError`` if missing."""
 
-    def set(self, key: str, value: Any) -> None: ...
+    def set(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key``, replacing any value there; an object for snapshot
+        backends, the serializer's ``str``/``bytes`` for per-key ones."""
 
     def delete(self, key: str) -> None:
         """Remove ``key``; ``KeyError`` if missing."""
 
-    def contains(self, key: str) -> bool: ...
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is stored, without reading its value."""
 
-    def flush(self) -> None: ...
+    def flush(self) -> None:
+        """Make every write so far durable (a snapshot backend writes its file here)."""
 
     def close(self) -> None:
         """Release everything; a second call does nothing."""
@@ -267,9 +272,13 @@ class BackendBase:
         return True
 
     def iter_keys(self) -> Iterator[str]:
+        """Yield every key once. Required in today's shape; it must stream (never load all
+        keys at once), since ``PersistDict`` iterates through it."""
         raise NotImplementedError
 
     def count(self) -> int:
+        """How many keys are stored. This default counts ``iter_keys()``; a backend that
+        can answer without a scan should override it (``len()`` calls it)."""
         return sum(1 for _ in self.iter_keys())
 
     def flush(self) -> None:
@@ -284,7 +293,8 @@ _ORIGINAL = ("keys", "__len__", "clear")
 
 
 class _Adapted(BackendBase):
-    """Wraps an object that has only the :class:`Backend` methods, in today's shape."""
+    """Wraps an object that has only the [`Backend`][persistdict.Backend] methods, in
+    today's shape."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -350,8 +360,8 @@ class _AdaptedOriginal(_Adapted):
 
 
 def adapt(backend: Any) -> BackendBase:
-    """Return ``backend`` as a :class:`BackendBase`, wrapping a bare :class:`Backend` of
-    either shape (today's, or the original one)."""
+    """Return ``backend`` as a [`BackendBase`][persistdict.BackendBase], wrapping a bare
+    [`Backend`][persistdict.Backend] of either shape (today's, or the original one)."""
     if isinstance(backend, BackendBase):
         return backend
     if isinstance(backend, Backend):

@@ -1,7 +1,10 @@
 """The dbm backend: the standard library's ``dbm`` file, the store ``shelve`` uses.
 
 Which dbm module is used is ``dbm``'s own choice (gnu, ndbm, sqlite3 on 3.13+, or dumb), and
-for an existing file ``dbm.whichdb`` decides. Keys are stored as UTF-8; values as the
+for an existing file ``dbm.whichdb`` decides. A ``dbm.sqlite3`` file (Python 3.13's default)
+is read and written here through ``sqlite3`` with the same table and statements: its module
+ties the connection to the thread that opened it, which a dict shared by threads can't use,
+and this way Python 3.10-3.12 open such files too. Keys are stored as UTF-8; values as the
 serializer's bytes. dbm has no transactions, so ``transaction()`` rolls back by an undo
 journal kept by ``PersistDict``: atomic against exceptions, not against a crash midway.
 Writers hold the same inter-process lock as snapshot files, since most dbm modules have none.
@@ -17,6 +20,8 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
+from persistdict.backends.dbm_sqlite3 import SqliteDbm
+from persistdict.detect import is_dbm_sqlite3
 from persistdict.errors import ClosedError, CorruptError, no_such
 from persistdict.fileio import resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
@@ -123,19 +128,29 @@ class DbmBackend(BackendBase):
             kind = ""  # e.g. a dbm.dumb index damaged in its first byte: whichdb can't tell
         if kind is None and flag in ("r", "w"):
             raise no_such("dbm database", self.path)
-        if kind == "":
-            raise CorruptError(
-                f"{self.path!r} exists but no dbm module of this Python recognises it; it was "
-                "left untouched. Check the path, or restore a backup"
-            )
         self._lock: FileLock | None = None
         self._generation = fork_generation()
         if not self.read_only:
             self._lock = FileLock(self.path, timeout)
             self._lock.acquire()
         try:
-            opener: Any = dbm.open  # typeshed wants a literal flag; ours is checked by open()
-            self._db: Any = opener(self.path, flag, _mode_for(self.path, kind, mode))
+            # Under the lock: a writer refused by it has not read the file (a SQLite read
+            # marks the -shm file of a dbm.sqlite3 database).
+            sqlite_file = kind in ("", "dbm.sqlite3") and is_dbm_sqlite3(self.path)
+            if kind == "" and not sqlite_file:
+                raise CorruptError(
+                    f"{self.path!r} exists but no dbm module of this Python recognises it; it "
+                    "was left untouched. Check the path, or restore a backup"
+                )
+            self._db: Any
+            if sqlite_file:
+                self._db = SqliteDbm(self.path, flag)
+            else:
+                opener: Any = dbm.open  # typeshed wants a literal flag; open() checked ours
+                self._db = opener(self.path, flag, _mode_for(self.path, kind, mode))
+                if type(self._db).__module__ == "dbm.sqlite3":  # a new file, on 3.13+
+                    self._db.close()
+                    self._db = SqliteDbm(self.path, "r" if self.read_only else "w")
         except dbm.error[0] as exc:
             self._release()
             raise CorruptError(
@@ -224,9 +239,10 @@ class DbmBackend(BackendBase):
 
     def flush(self) -> None:
         db = self._db
-        if db is not None and not self.read_only and hasattr(db, "sync"):
+        if db is not None and not self.read_only:
             self.check_writable()
-            db.sync()
+            if hasattr(db, "sync"):  # dbm.sqlite3 and ndbm write through: nothing to sync
+                db.sync()
 
     def prepare_fork(self) -> None:
         """Save the index just before ``os.fork()``, so the child inherits none unsaved that

@@ -22,7 +22,8 @@ The map (the environment's maximum size) grows instead of failing: it is doubled
 write when more than half is used, and when a write still finds it full, the write is run
 again on the larger map. Inside ``transaction()`` the block's writes so far are replayed on a
 fresh write transaction, which is exact because they are replayed only if no other process
-committed in between; otherwise :class:`~persistdict.LockedError` asks to run the block again.
+committed in between; otherwise [`LockedError`][persistdict.LockedError] asks to run the block
+again.
 
 Iteration reads pages of keys in short read transactions, so nothing stays open between
 pages (a long read transaction would stop LMDB from reusing pages) and memory stays flat.
@@ -203,7 +204,7 @@ class LmdbBackend(BackendBase):
     Args:
         path: the environment directory (``data.lmdb``) or an ``lmdb://`` URL.
         table: the named database, ``[A-Za-z_][A-Za-z0-9_]*``; several per environment.
-        flag: ``r``, ``w``, ``c`` or ``n`` as in :func:`dbm.open`; ``n`` empties only ``table``.
+        flag: ``r``, ``w``, ``c`` or ``n`` as in ``dbm.open``; ``n`` empties only ``table``.
         mode: permission bits for the files this call creates (less the umask).
         map_size: the initial map size in bytes (default 1 GiB); it grows when needed.
         max_dbs: how many tables one environment may hold (default 128), fixed at first open.

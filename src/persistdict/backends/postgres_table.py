@@ -23,7 +23,7 @@ transaction (COPY for large batches). Concurrency: ``transaction()`` is a databa
 (SAVEPOINTs when nested) that first takes an exclusive advisory lock for this table, while
 every plain write takes it shared; so a read-modify-write block is exact against other
 clients' blocks and plain writes, and plain writes don't wait on each other. Waits end after
-``timeout`` seconds with :class:`~persistdict.LockedError`; ``timeout=0`` doesn't wait (the
+``timeout`` seconds with [`LockedError`][persistdict.LockedError]; ``timeout=0`` doesn't wait (the
 server's ``lock_timeout`` is set to 1 ms, as 0 there means "no limit"), and a timeout longer
 than ``lock_timeout`` can hold (2**31 - 1 ms, about 24.8 days) waits that long.
 
@@ -764,7 +764,7 @@ def _column_key(key: str) -> str:
 
 
 def _stored_key(key: str) -> str | None:
-    """:func:`_column_key`, or ``None`` for a key that can't have been stored."""
+    """``_column_key``, or ``None`` for a key that can't have been stored."""
     try:
         return _column_key(key)
     except ValueError:

@@ -2,7 +2,8 @@
 
 URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) and
 ``unix://[[user]:password@]/path/to/redis.sock?db=N``. Options may be given in the query
-string or as keyword arguments, with the same names (see :class:`RedisBackend`).
+string or as keyword arguments, with the same names (see
+[`RedisBackend`][persistdict.backends.redis_hash.RedisBackend]).
 
 The dict lives in the hash named ``prefix + table``; fields are the keys (UTF-8), field values
 the serializer's output. Nothing else is stored, except short-lived keys beside the hash: a
@@ -22,7 +23,7 @@ the lock key. Writes in the block are buffered here, and reads consult the buffe
 server, so the block sees its own writes; the exit sends them with the lock's release in one
 MULTI/EXEC. Every write outside a transaction runs as a small Lua script that first checks
 the lock, so while a block runs, other persistdict clients' writes wait (up to ``timeout``
-seconds, then :class:`~persistdict.LockedError`) instead of breaking it. A read-modify-write
+seconds, then [`LockedError`][persistdict.LockedError]) instead of breaking it. A read-modify-write
 block is therefore exact against other clients. The WATCH catches what the lock can't: a
 write by a program that doesn't use persistdict, or the lock expiring after ``lock_ttl``
 seconds (that is how a crashed holder's lock frees itself). Then nothing is written and
@@ -186,9 +187,14 @@ class RedisBackend(BackendBase):
         timeout: seconds ``transaction()`` waits for another client's transaction.
         lock_ttl: seconds after which a transaction's lock expires (a crashed client's lock
             frees itself); a block running longer fails at its end with LockedError.
-        socket_timeout, socket_connect_timeout: seconds, passed to redis-py (default 5).
+        socket_timeout: seconds a command may take, passed to redis-py (default 5).
+        socket_connect_timeout: seconds connecting may take, passed to redis-py (default 5).
         retries: reconnect attempts after a dropped connection before an error (default 2).
-        client_name, ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs: as in redis-py.
+        client_name: as in redis-py.
+        ssl_ca_certs: as in redis-py.
+        ssl_certfile: as in redis-py.
+        ssl_keyfile: as in redis-py.
+        ssl_cert_reqs: as in redis-py.
     """
 
     name: ClassVar[str] = "redis"

@@ -9,7 +9,7 @@ on every commit and survives power loss.
 Concurrency: any number of processes may read and write one file. Writes that read first
 (``transaction()``, ``update()``, ``pop``...) take the write lock up front with ``BEGIN
 IMMEDIATE``, so two writers never deadlock upgrading a read lock; waits are absorbed by
-SQLite's busy timeout (``timeout=``), past which :class:`~persistdict.LockedError` is raised.
+SQLite's busy timeout (``timeout=``), past which [`LockedError`][persistdict.LockedError] is raised.
 A ``commit_every`` batch holds the write lock from its first write until it commits.
 
 Faults: SQLite answers a full disk or an I/O error by rolling the whole transaction back.
@@ -207,7 +207,7 @@ class SqliteBackend(BackendBase):
         path: the database file; created if missing (flags ``c``/``n``).
         table: the table name, ``[A-Za-z_][A-Za-z0-9_]*``; several dicts share one file.
         commit_every: 0 commits each write; N > 0 commits after every N writes.
-        flag: ``r``, ``w``, ``c`` or ``n`` as in :func:`dbm.open`; ``n`` empties only ``table``.
+        flag: ``r``, ``w``, ``c`` or ``n`` as in ``dbm.open``; ``n`` empties only ``table``.
         mode: permission bits for a file this call creates (less the umask).
         timeout: seconds to wait for another process's write lock.
         synchronous: SQLite's ``PRAGMA synchronous``: ``"NORMAL"`` or ``"FULL"``.

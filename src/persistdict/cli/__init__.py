@@ -1,8 +1,8 @@
 """The ``persistdict`` command line: look at, change, check and convert persistent dicts.
 
-:func:`main` parses, runs one command (:mod:`persistdict.cli.commands`), and turns errors
+``main`` parses, runs one command (``persistdict.cli.commands``), and turns errors
 into one line on stderr and an exit code (``EXIT_CODES``). Values on the command line and on
-stdout are JSON. Targets are paths or URLs, detected as :func:`persistdict.open` does.
+stdout are JSON. Targets are paths or URLs, detected as [`persistdict.open`][persistdict.open] does.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The commands of the command line: one small function each, taking the parsed arguments
-and returning the exit code. Errors propagate to :func:`persistdict.cli.main`."""
+and returning the exit code. Errors propagate to ``persistdict.cli.main``."""
 
 from __future__ import annotations
 

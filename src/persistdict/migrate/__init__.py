@@ -10,7 +10,7 @@ Source kinds (``source=``):
 
 * ``"sqlitedict"``: a table of a sqlitedict file (default table ``unnamed``), pickled values
   or the JSON text of its ``encode=json.dumps`` variant;
-* ``"shelve"``: a :mod:`shelve` file, through whichever stdlib ``dbm`` opens it;
+* ``"shelve"``: a ``shelve`` file, through whichever stdlib ``dbm`` opens it;
 * ``"diskcache"``: a diskcache ``Cache``/``Index`` folder, read through its ``cache.db``,
   values it kept in separate files included, expired entries left out;
 * ``"permadict"``: a PermaDict state file: a JSON object, ``key,value`` CSV rows or a pickled
@@ -18,13 +18,13 @@ Source kinds (``source=``):
 * ``"persistdict-0"``: the original persistdict module's files: a JSON file whose values
   are JSON strings holding JSON, or its SQLite tables (default table ``items``);
 * any backend name (``"json"``, ``"sqlite"``, ``"dbm"``...) or ``"auto"``: a target
-  :func:`persistdict.open` reads. ``"auto"`` also recognises, because it is certain, a
+  [`persistdict.open`][persistdict.open] reads. ``"auto"`` also recognises, because it is certain, a
   diskcache folder (its ``Cache`` and ``Settings`` tables), a sqlitedict table (the exact
   schema sqlitedict creates) and a shelve file (a dbm database holding pickles).
 
 Safety: pickled sources are refused unless ``trust_pickle=True`` (unpickling runs code); the
 source is opened read-only; the destination is written in one transaction or built beside
-its final place and moved there whole (see :mod:`persistdict.migrate.target`).
+its final place and moved there whole (see ``persistdict.migrate.target``).
 """
 
 from persistdict.migrate.base import UntrustedPickleError

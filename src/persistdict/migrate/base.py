@@ -2,7 +2,8 @@
 
 A source yields the pairs in its own order, streaming (one SQLite cursor, one dbm key at a
 time). Keys come out as the source holds them: mostly ``str``, but diskcache and sqlitedict
-also hold ``int``, ``bytes`` and pickled keys, which :func:`persistdict.migrate.copy` deals
+also hold ``int``, ``bytes`` and pickled keys, which
+[`persistdict.migrate.copy`][persistdict.migrate.copy] deals
 with. Nothing a source does writes: SQLite files are opened with ``mode=ro``, dbm files with
 flag ``"r"``.
 """
@@ -37,14 +38,14 @@ def pickle_format(head: bytes) -> bool:
 
 
 class Source:
-    """What :func:`~persistdict.migrate.copy` reads from. Subclasses fill in the hooks."""
+    """What [`copy`][persistdict.migrate.copy] reads from. Subclasses fill in the hooks."""
 
     kind = "source"
     #: Reading this source unpickles data, which runs code chosen by whoever wrote it.
     needs_pickle = False
     #: Why it needs pickle, with one key as an example, for the refusal message.
     pickle_reason = ""
-    #: Set by :func:`~persistdict.migrate.open_source` from ``trust_pickle``; checked again
+    #: Set by ``persistdict.migrate.open_source`` from ``trust_pickle``; checked again
     #: at every unpickle, so a row the up-front refusal missed is refused, not loaded.
     trust_pickle = False
     #: Entries deliberately not copied (diskcache's expired items), counted for the summary.

@@ -17,9 +17,11 @@ from persistdict.migrate.target import EXISTING, writing
 __all__ = ["ON_ERROR", "Progress", "Summary", "UnstorableValueError", "copy"]
 
 ON_ERROR = ("raise", "skip", "str")
+"""The values [`copy`][persistdict.migrate.copy]'s ``on_error`` takes."""
 _CHUNK = 1000
 
 Progress = Callable[[int, "int | None", float], None]
+"""A ``progress`` callback, called with (keys copied, keys in the source if known, seconds)."""
 
 
 class UnstorableValueError(persistdict.Error, ValueError):
@@ -28,7 +30,8 @@ class UnstorableValueError(persistdict.Error, ValueError):
 
 @dataclass(frozen=True)
 class Summary:
-    """What :func:`copy` did. ``skipped`` and ``as_text`` pair each key with the reason."""
+    """What [`copy`][persistdict.migrate.copy] did. ``skipped`` and ``as_text`` pair each key with
+    the reason."""
 
     source: str
     destination: str
@@ -210,12 +213,14 @@ def copy(
     progress: Progress | None = None,
     **dst_options: Any,
 ) -> Summary:
-    """Copy every item of ``src`` into ``dst``, all or nothing; return a :class:`Summary`.
+    """Copy every item of ``src`` into ``dst``, all or nothing; return a
+    [`Summary`][persistdict.migrate.Summary].
 
     Args:
         src: the source path or URL; opened read-only, never changed.
-        dst: the destination path or URL, as for :func:`persistdict.open`.
-        source: the source kind (see :mod:`persistdict.migrate`), a backend name, or ``"auto"``.
+        dst: the destination path or URL, as for [`persistdict.open`][persistdict.open].
+        source: the source kind (see [`persistdict.migrate`][persistdict.migrate]), a backend name,
+            or ``"auto"``.
         trust_pickle: allow unpickling the source (shelve, sqlitedict, diskcache, pickle
             files). Unpickling runs code chosen by whoever wrote the data.
         on_error: a key or value the destination can't hold (a ``set`` into JSON, an
@@ -226,7 +231,11 @@ def copy(
             or the only key/value table in the file.
         src_format: ``"json"``, ``"csv"`` or ``"pickle"`` for a source file whose extension
             (or, for permadict, content) does not say.
-        dst_table, dst_backend, dst_format: the destination's table, backend and format.
+        dst_table: the destination's table (sqlite, lmdb, redis, postgres).
+        dst_backend: the destination's backend; ``"auto"`` detects it as
+            [`persistdict.open`][persistdict.open] does.
+        dst_format: ``"json"``, ``"csv"`` or ``"pickle"`` for a destination file whose
+            extension does not say.
         existing: when ``dst`` already holds keys: ``"refuse"`` (default), ``"replace"``
             or ``"merge"``.
         progress: called after each batch with (keys copied, keys in the source if known,

@@ -4,22 +4,70 @@ from __future__ import annotations
 
 import dbm
 import json
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 import persistdict
-from persistdict.detect import detect_backend
+from persistdict.detect import detect_backend, is_dbm_sqlite3
 from persistdict.errors import CorruptError, no_such
 from persistdict.migrate.base import Source, UntrustedPickleError, refusal
+from persistdict.migrate.sqlite_sources import connect_read_only
 
-__all__ = ["NativeSource", "PersistDict0JsonSource", "ShelveSource"]
+__all__ = ["NativeSource", "PersistDict0JsonSource", "ShelveSource", "open_dbm_read_only"]
 
 
 # shelve -------------------------------------------------------------------------------------
 
 
+class _Sqlite3Dbm:
+    """A ``dbm.sqlite3`` file read through SQLite directly, on any Python.
+
+    ``dbm.open(path, "r")`` opens it with ``mode=ro``, which leaves new ``-wal`` and
+    ``-shm`` files beside a source that must not change; this reads it like the other
+    SQLite sources, and also lets Python 3.10-3.12 import a shelve made by 3.13.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._cx = connect_read_only(path)
+
+    def keys(self) -> list[bytes]:
+        # In the order written (rowid), as the backend and dbm.dumb iterate.
+        rows = self._cx.execute("SELECT key FROM Dict ORDER BY rowid")
+        return [bytes(row[0]) for row in rows]
+
+    def __getitem__(self, key: bytes) -> bytes:
+        row = self._cx.execute("SELECT value FROM Dict WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return bytes(row[0])
+
+    def __len__(self) -> int:
+        count: int = self._cx.execute("SELECT count(*) FROM Dict").fetchone()[0]
+        return count
+
+    def __enter__(self) -> _Sqlite3Dbm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._cx.close()
+
+
+def open_dbm_read_only(path: str) -> Any:
+    """The dbm database at ``path`` opened for reading, without writing beside it."""
+    if is_dbm_sqlite3(path):
+        try:
+            return _Sqlite3Dbm(path)
+        except sqlite3.Error as exc:
+            raise CorruptError(f"{path!r} can't be read as a dbm.sqlite3 database ({exc})") from exc
+    return dbm.open(path, "r")
+
+
 class ShelveSource(Source):
-    """A :mod:`shelve` file: the stdlib ``dbm`` that ``dbm.whichdb`` names, pickled values."""
+    """A ``shelve`` file: the stdlib ``dbm`` that ``dbm.whichdb`` names, pickled values."""
 
     kind = "shelve"
     needs_pickle = True
@@ -28,12 +76,12 @@ class ShelveSource(Source):
         which = dbm.whichdb(path)
         if which is None:
             raise no_such("dbm database", path, "check the path")
-        if which == "":
+        if which == "" and not is_dbm_sqlite3(path):
             raise CorruptError(f"{path!r} is not a dbm database that this Python can read")
         super().__init__(f"shelve {path!r}")
         self.pickle_reason = "shelve stores every value as a pickle"
         try:
-            self._db: Any = dbm.open(path, "r")  # noqa: SIM115 - closed by close()
+            self._db: Any = open_dbm_read_only(path)
         except Exception as exc:  # the dbm modules raise their own error types, or worse
             raise CorruptError(f"can't open the shelve file {path!r} ({exc})") from exc
 
@@ -103,7 +151,8 @@ class PersistDict0JsonSource(Source):
 
 
 class NativeSource(Source):
-    """A target :func:`persistdict.open` reads, opened with ``flag="r"``. A PermaDict state
+    """A target [`persistdict.open`][persistdict.open] reads, opened with ``flag="r"``. A PermaDict
+    state
     file is one of these: a JSON object, ``key,value`` CSV rows, or a pickled dict."""
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Which kind of store a source is, and opening it read-only as a :class:`Source`."""
+"""Which kind of store a source is, and opening it read-only as a ``Source``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dbm
 import os
 
 from persistdict.backends import available
-from persistdict.detect import detect_backend
+from persistdict.detect import detect_backend, is_dbm_sqlite3
 from persistdict.migrate.base import (
     SQLITE_HEADER,
     Source,
@@ -14,7 +14,12 @@ from persistdict.migrate.base import (
     pickle_format,
     refusal,
 )
-from persistdict.migrate.file_sources import NativeSource, PersistDict0JsonSource, ShelveSource
+from persistdict.migrate.file_sources import (
+    NativeSource,
+    PersistDict0JsonSource,
+    ShelveSource,
+    open_dbm_read_only,
+)
 from persistdict.migrate.sqlite_sources import (
     DiskcacheSource,
     SqliteTableSource,
@@ -28,8 +33,8 @@ from persistdict.urls import mask_password, split_scheme, url_path
 
 __all__ = ["KINDS", "detect_source", "is_sqlite", "open_source"]
 
-#: The foreign source kinds; every backend name is a source kind too.
 KINDS = ("sqlitedict", "shelve", "diskcache", "permadict", "persistdict-0")
+"""The foreign source kinds ``source=`` names; every backend name is a source kind too."""
 
 
 def is_sqlite(path: str) -> bool:
@@ -43,12 +48,12 @@ def is_sqlite(path: str) -> bool:
 
 def detect_source(src: str, table: str | None = None) -> str:
     """Name the kind of ``src`` where that is certain, else ``"persistdict"`` (a target
-    :func:`persistdict.open` reads by its own detection)."""
+    [`persistdict.open`][persistdict.open] reads by its own detection)."""
     if split_scheme(src)[0] is not None:
         return "persistdict"
     if diskcache_database(src) is not None:
         return "diskcache"
-    if os.path.isfile(src) and is_sqlite(src):
+    if os.path.isfile(src) and is_sqlite(src) and not is_dbm_sqlite3(src):
         cx = connect_read_only(src)
         try:
             with sqlite_errors(repr(src)):
@@ -61,9 +66,9 @@ def detect_source(src: str, table: str | None = None) -> str:
         if chosen is not None and tables.get(chosen) == sqlitedict_schema(chosen):
             return "sqlitedict"
         return "persistdict"
-    if dbm.whichdb(src):
+    if dbm.whichdb(src) or is_dbm_sqlite3(src):
         try:
-            with dbm.open(src, "r") as db:
+            with open_dbm_read_only(src) as db:
                 first = next(iter(db.keys()), None)
                 if first is not None and pickle_format(db[first]):
                     return "shelve"
@@ -101,8 +106,9 @@ def open_source(
     fmt: str | None = None,
     trust_pickle: bool = False,
 ) -> Source:
-    """Open ``src`` read-only as a :class:`~persistdict.migrate.base.Source` of kind
-    ``source`` (see :mod:`persistdict.migrate`). Refuses pickled data unless ``trust_pickle``."""
+    """Open ``src`` read-only as a ``persistdict.migrate.base.Source`` of kind
+    ``source`` (see [`persistdict.migrate`][persistdict.migrate]). Refuses pickled data unless
+    ``trust_pickle``."""
     kind = detect_source(src, table) if source == "auto" else source
     if kind in KINDS and split_scheme(src)[0] is not None:
         if split_scheme(src)[0] != "sqlite" or kind not in ("sqlitedict", "persistdict-0"):

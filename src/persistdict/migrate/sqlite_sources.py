@@ -31,7 +31,7 @@ def is_pickled_cell(cell: object) -> bool:
     """Whether a sqlitedict/persistdict-0 value cell holds a pickle: a blob starting like one.
 
     The one test both for refusing an untrusted table (run inside SQLite over every row, see
-    :func:`_register_predicates`) and for choosing to unpickle a row, so the two can't
+    ``_register_predicates``) and for choosing to unpickle a row, so the two can't
     disagree about any cell.
     """
     return isinstance(cell, bytes) and pickle_format(cell)

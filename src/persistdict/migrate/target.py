@@ -77,14 +77,15 @@ def writing(
     becomes the destination, on an exception nothing changes.
 
     Args:
-        target: a path or URL, as for :func:`persistdict.open`.
+        target: a path or URL, as for [`persistdict.open`][persistdict.open].
         backend: the destination's backend name, or ``"auto"`` to detect it as ``open`` does.
         fmt: ``"json"``, ``"csv"`` or ``"pickle"`` for a file whose extension says nothing.
         table: the table (sqlite, postgres) or hash (redis) to fill.
         existing: what to do when the destination already holds keys: ``"refuse"``
-            (raise :class:`DestinationExistsError`), ``"replace"`` them all, or ``"merge"``
+            (raise [`DestinationExistsError`][persistdict.migrate.DestinationExistsError]),
+            ``"replace"`` them all, or ``"merge"``
             (keys written here win).
-        **options: more options for :func:`persistdict.open`.
+        **options: more options for [`persistdict.open`][persistdict.open].
     """
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {EXISTING}, not {existing!r}")

@@ -1,5 +1,6 @@
 """Test helpers shipped with persistdict, so third-party backends prove themselves on the
-same suite as the built-ins: subclass :class:`MappingConformance` and define ``open_dict``."""
+same suite as the built-ins: subclass
+[`MappingConformance`][persistdict.testing.MappingConformance] and define ``open_dict``."""
 
 from persistdict.testing.conformance import MappingConformance as MappingConformance
 

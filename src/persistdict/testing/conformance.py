@@ -1,7 +1,8 @@
 """The conformance suite every backend passes.
 
 Subclass it once per backend in a class whose name starts with ``Test`` and define
-:meth:`MappingConformance.open_dict`; capability flags switch off what a backend cannot do::
+[`MappingConformance.open_dict`][persistdict.testing.MappingConformance.open_dict]; capability
+flags switch off what a backend cannot do::
 
     class TestSqlite(MappingConformance):
         def open_dict(self, folder, **options):
@@ -54,7 +55,7 @@ class _Unsavable:
 class MappingConformance(DictProtocol):
     """The shared suite. Not collected by itself (its name does not start with ``Test``).
 
-    It includes :class:`~persistdict.testing.dict_protocol.DictProtocol`, CPython's
+    It includes ``persistdict.testing.dict_protocol.DictProtocol``, CPython's
     ``mapping_tests`` expectations, and its flags ``live_objects`` (reads return the stored
     objects themselves, as snapshot files do) and ``str_values_only`` (csv).
     """

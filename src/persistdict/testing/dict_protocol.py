@@ -9,10 +9,10 @@ without ``Lib/test``). The adaptations, and nothing else:
 * per-key backends hand out copies, so the one expectation that needs live objects
   (``d.setdefault("key", []).append(3)``) runs with ``writeback=True`` there;
 * ``fromkeys``, ``copy`` and the ``type2test(x=1)`` constructor are left out: a persistent dict
-  is made by :func:`persistdict.open`, not by calling its class;
+  is made by ``persistdict.open``, not by calling its class;
 * ``popitem`` drains dicts of up to 256 keys, not 2048 (``PERSISTDICT_STRESS`` raises it).
 
-:class:`~persistdict.testing.MappingConformance` inherits this class, so every backend that
+``persistdict.testing.MappingConformance`` inherits this class, so every backend that
 passes the conformance suite runs these tests too.
 """
 

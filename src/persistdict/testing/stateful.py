@@ -2,7 +2,7 @@
 
 Random sequences of every mapping operation, plus ``flush``, ``transaction`` (committed and
 failed) and close-and-reopen, run on the backend under test; after every step the dict must
-equal the model. Use :func:`machine_for` with a conformance class instance::
+equal the model. Use ``machine_for`` with a conformance class instance::
 
     TestSqliteStateful = machine_for(TestSqlite()).TestCase
     TestSqliteWriteback = machine_for(TestSqlite(), writeback=True).TestCase
