@@ -33,7 +33,7 @@ from persistdict.mapping import PersistDict
 from persistdict.migrate.sqlite_sources import connect_read_only
 from persistdict.urls import split_scheme, url_path
 
-__all__ = ["EXISTING", "DestinationExistsError", "writing"]
+__all__ = ["EXISTING", "DestinationExistsError", "file_identities", "local_path", "writing"]
 
 EXISTING = ("refuse", "replace", "merge")
 
@@ -51,6 +51,40 @@ def _file_path(target: str, factory: Any) -> str | None:
     if getattr(factory, "takes_url", False) and not getattr(factory, "suffixes", ()):
         return None
     return url_path(target) if split_scheme(target)[0] is not None else target
+
+
+def local_path(target: str, backend: str = "auto", fmt: str | None = None) -> str | None:
+    """The local path ``target`` names (a path, or a file URL such as ``sqlite:///x.db``), or
+    ``None`` for a server, memory, or a URL no backend claims."""
+    if split_scheme(target)[0] is None:
+        return target
+    try:
+        chosen = detect_backend(target, fmt) if backend == "auto" else backend
+        return _file_path(target, backend_class(chosen))
+    except (ValueError, KeyError):
+        return None
+
+
+# The files a store at PATH may consist of: dbm's (.dat/.dir/.bak, .db, .pag), and the
+# database of a diskcache folder.
+_COMPANIONS = (".dat", ".dir", ".bak", ".db", ".pag")
+
+
+def file_identities(path: str) -> set[tuple[int, int]]:
+    """(device, inode) of every existing file or folder the store at ``path`` consists of,
+    symlinks followed: two spellings of one store (relative, absolute, through a link, as a
+    URL) give the same identities."""
+    candidates = [path, *(path + suffix for suffix in _COMPANIONS)]
+    if os.path.isdir(path):
+        candidates.append(os.path.join(path, "cache.db"))
+    found = set()
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except (OSError, ValueError):
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return found
 
 
 def _exists(path: str) -> bool:
