@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 import persistdict
 from persistdict.cli.commands import (
@@ -19,11 +21,13 @@ from persistdict.cli.commands import (
     EXIT_INTERRUPTED,
     EXIT_MISSING,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     UsageError,
     error,
 )
 from persistdict.cli.parser import build_parser
+from persistdict.migrate.target import COMMIT
 from persistdict.urls import mask_password
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -52,19 +56,83 @@ def _describe(exc: BaseException) -> tuple[str, int]:
     return f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_FAILED
 
 
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the program was, so every ``finally`` and
+    ``except BaseException`` on the way up (rollbacks, scratch removal) runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Signals:
+    """Turns SIGINT and SIGTERM into :class:`_Interrupted`, once. While a copy is being made
+    final (``COMMIT.active``: a rename, a commit) the signal waits until that is done, and
+    after the first one the rest are only noted, so the cleanup runs to its end."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if COMMIT.active or len(self.received) > 1:
+            return
+        raise _Interrupted(signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            old = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            for signum, handler in old.items():
+                signal.signal(signum, handler)
+
+
+_EXIT_BY_SIGNAL = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+
+
+def _interrupted(args: object, signum: int, *, finished: bool) -> int:
+    """Say in one line what an interrupt left behind; return the exit code."""
+    name = signal.Signals(signum).name
+    written = getattr(args, "dst", None) or getattr(args, "target", None)
+    if finished:
+        where = f": {mask_password(str(written))!r} holds all of it" if written else ""
+        error(f"interrupted ({name}) after the copy was complete{where}")
+    elif getattr(args, "command", None) in ("convert", "load") and written:
+        error(f"interrupted ({name}); nothing was written to {mask_password(str(written))!r}")
+    else:
+        error(f"interrupted ({name}); nothing was half-written")
+    return _EXIT_BY_SIGNAL.get(signal.Signals(signum), EXIT_INTERRUPTED)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    SIGINT (Ctrl-C) and SIGTERM end a command with one line on stderr and exit code 130 or
+    143; what was being written is rolled back or left out first.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    signals = _Signals()
+    COMMIT.done = False
     try:
-        code: int = args.func(args)
-        sys.stdout.flush()
+        with signals.installed():
+            code: int = args.func(args)
+            sys.stdout.flush()
+        if signals.received:
+            # It came while the copy was being made final: that finished first.
+            return _interrupted(args, signals.received[0], finished=COMMIT.done)
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.debug:
             raise
-        error("interrupted; nothing was half-written")
-        return EXIT_INTERRUPTED
+        signum = getattr(exc, "signum", signal.SIGINT)
+        return _interrupted(args, signum, finished=COMMIT.done)
     except BrokenPipeError:
         # The reader went away (`persistdict keys big.db | head`): that is not an error.
         with contextlib.suppress(OSError):
