@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +57,9 @@ def destination(kind: str, tmp_path: Path) -> Destination:
         if kind == "csv":
             opened, options = {"serializer": "json"}, []
         return Destination(str(path), options, opened, path)
-    if kind in ("sqlite", "sqlite new table"):
+    if kind in ("sqlite", "sqlite-new-table"):
         path = folder / "dst.db"
-        table = "fresh" if kind == "sqlite new table" else "items"
+        table = "fresh" if kind == "sqlite-new-table" else "items"
         return Destination(str(path), ["--dst-table", table], {"table": table}, path)
     if kind == "lmdb":
         pytest.importorskip("lmdb")
@@ -126,33 +127,39 @@ def source(tmp_path: Path) -> Path:
     return src
 
 
-KINDS = ["json", "pickle", "sqlite", "sqlite new table", "lmdb", "redis", "postgres"]
+KINDS = ["json", "pickle", "sqlite", "sqlite-new-table", "lmdb", "redis", "postgres"]
+
+
+SIGNALS = [
+    pytest.param(signal.SIGKILL, id="SIGKILL"),
+    pytest.param(signal.SIGTERM, id="SIGTERM"),
+]
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", SIGNALS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_convert_merge_killed_mid_way_leaves_the_destination_whole(
     kind: str, sig: int, batch: int, tmp_path: Path, source: Path
 ) -> None:
     dst = destination(kind, tmp_path)
-    if kind == "sqlite new table":
+    if kind == "sqlite-new-table":
         # The file holds another table; the copy goes into a table it does not have yet.
         with persistdict.open(dst.target, "c", table="items") as d:
             d.update(OLD)
     else:
         dst.fill(OLD)
-    old = {} if kind == "sqlite new table" else dst.read()
+    old = {} if kind == "sqlite-new-table" else dst.read()
     paused = Paused("convert", str(source), dst.target, "--merge", "-q", *dst.options)
     paused.wait_for_batch(batch)
     code, stderr = paused.end(sig)
-    if kind == "sqlite new table":
+    if kind == "sqlite-new-table":
         with persistdict.open(dst.target, "r", table="items") as d:
             assert dict(d.items()) == OLD
         # SIGTERM drops the table the copy made; after SIGKILL it stays, empty (see
         # docs/guarantees.md).
         assert ("fresh" in sqlite_tables(dst.target)) == (sig == signal.SIGKILL)
-    if kind != "sqlite new table" or sig == signal.SIGKILL:
+    if kind != "sqlite-new-table" or sig == signal.SIGKILL:
         assert dst.read() == old
     if sig == signal.SIGTERM:
         assert code == 143, stderr
@@ -180,7 +187,7 @@ def test_convert_merge_killed_mid_way_leaves_the_destination_whole(
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert dst.read() == (SOURCE if kind == "sqlite new table" else MERGED)
+    assert dst.read() == (SOURCE if kind == "sqlite-new-table" else MERGED)
     assert scratches(dst) == []
 
 
@@ -204,4 +211,49 @@ def test_a_signal_while_the_copy_is_moved_into_place_waits_for_it(
         f"{dst.target!r} holds all of it\n"
     )
     assert dst.read() == SOURCE
+    assert scratches(dst) == []
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+@pytest.mark.parametrize("kind", ["json", "sqlite"])
+def test_load_killed_while_writing_leaves_the_destination_whole(
+    kind: str, sig: int, tmp_path: Path
+) -> None:
+    dst = destination(kind, tmp_path)
+    dst.fill(OLD)
+    assert dst.path is not None
+    # The sign that load is writing: its scratch folder (json), the -wal of its
+    # transaction (sqlite). Enough keys that it is still writing when the signal comes.
+    sign = f".{dst.path.name}{SCRATCH_MARKER}*" if kind == "json" else f"{dst.path.name}-wal"
+    big = json.dumps({f"n{i:06d}": i for i in range(200_000)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "persistdict", "load", dst.target, "--replace"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(big)
+    proc.stdin.close()
+    deadline = time.monotonic() + 60
+    while not list(dst.path.parent.glob(sign)):
+        assert proc.poll() is None, "load ended before it could be signalled"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(sig)
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert dst.read() == OLD
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143
+        assert stderr == (
+            f"persistdict: error: interrupted (SIGTERM); nothing was written to {dst.target!r}\n"
+        )
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "persistdict", "check", dst.target], capture_output=True
+        ).returncode
+        == 0
+    )
     assert scratches(dst) == []

@@ -147,7 +147,7 @@ def test_a_wal_file_on_read_only_media_is_read_without_locks(
         assert dict(d) == {"a": 1, "b": [2]}
 
 
-@pytest.mark.parametrize("folder_mode", [0o755, 0o777])
+@pytest.mark.parametrize("folder_mode", [0o755, 0o777], ids=["folder-0755", "folder-0777"])
 def test_another_users_wal_file_is_refused_and_left_as_it_was(
     shared_folder: Path, folder_mode: int
 ) -> None:

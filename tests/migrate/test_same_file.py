@@ -41,10 +41,10 @@ def spellings(tmp_path: Path) -> dict[str, str]:
         "relative": "./sub/../data.db",
         "absolute": str(tmp_path / "data.db"),
         "symlink": "link.db",
-        "folder link": "dirlink/data.db",
-        "relative url": "sqlite:///data.db",
-        "absolute url": f"sqlite:///{tmp_path / 'data.db'}",
-        "url through link": f"sqlite:///{tmp_path / 'dirlink' / 'link.db'}",
+        "folder-link": "dirlink/data.db",
+        "relative-url": "sqlite:///data.db",
+        "absolute-url": f"sqlite:///{tmp_path / 'data.db'}",
+        "url-through-link": f"sqlite:///{tmp_path / 'dirlink' / 'link.db'}",
     }
 
 
@@ -54,10 +54,10 @@ def spellings(tmp_path: Path) -> dict[str, str]:
         "relative",
         "absolute",
         "symlink",
-        "folder link",
-        "relative url",
-        "absolute url",
-        "url through link",
+        "folder-link",
+        "relative-url",
+        "absolute-url",
+        "url-through-link",
     ],
 )
 def test_convert_into_another_table_of_the_source_file_is_refused(
