@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import shelve
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import persistdict
 from persistdict import migrate
+from tests.test_cli import run as cli
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -21,16 +20,6 @@ def digests(folder: Path) -> dict[str, str]:
         for p in sorted(folder.iterdir())
         if p.is_file()
     }
-
-
-def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "persistdict", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
-    )
 
 
 def spellings(tmp_path: Path) -> dict[str, str]:

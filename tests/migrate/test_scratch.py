@@ -21,17 +21,9 @@ import pytest
 import persistdict
 from persistdict.migrate.target import SCRATCH_MARKER, remove_dead_scratches
 from tests.migrate.test_kills import OLD, SOURCE, Paused
+from tests.test_cli import run as cli
 
 HERE = Path(__file__).parent
-
-
-def cli(*args: str | Path, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [python, "-m", "persistdict", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def scratches(dst: Path) -> list[Path]:
