@@ -1,14 +1,22 @@
-"""Writing a whole destination so that a failure leaves nothing half-written.
+"""Writing a whole destination so that a failure, a signal or a kill leaves nothing
+half-written.
 
-Two ways, chosen by what the destination is:
+Three ways, chosen by what the destination is:
 
-* a file or folder that does not exist yet is built under a temporary folder beside it and
+* a file or folder that does not exist yet is built in a scratch folder beside it and
   moved into place only once complete and closed (each moved file fsynced first, the folder
-  after), so a failed or interrupted run leaves no destination at all;
-* an existing file, or a server (Redis, PostgreSQL), is written inside one
-  ``transaction()``: on SQLite, LMDB, Redis and PostgreSQL that is a storage transaction; a
-  snapshot file is replaced once, atomically, at the end. dbm has no transactions: there
-  the undo journal restores it after an error, but not after a crash mid-way.
+  after), so a failed, interrupted or killed run leaves no destination at all;
+* an existing JSON, CSV or pickle file, or a dbm kept in one file, is rebuilt the same way
+  (under its writer lock) and replaces the old one in one rename. A dbm kept in several
+  files (dbm.dumb) can't be swapped in one step, so writing into an existing one is refused;
+* an existing SQLite or LMDB file, or a server (Redis, PostgreSQL), is written inside one
+  storage ``transaction()``, which a kill rolls back.
+
+Destinations are written through symlinks, as :func:`persistdict.open` does. A scratch folder
+holds its owner's lock file (the pid inside, the lock held while the process lives), so the
+next run on that destination, and ``persistdict check``, remove those of dead processes only
+(:func:`remove_dead_scratches`). :data:`COMMIT` tells the command line when the copy is being
+made final, so that SIGINT/SIGTERM wait for the rename or commit in progress.
 """
 
 from __future__ import annotations
