@@ -27,7 +27,7 @@ from persistdict.cli.commands import (
     error,
 )
 from persistdict.cli.parser import build_parser
-from persistdict.migrate.target import COMMIT
+from persistdict.migrate.target import COMMIT, Interrupted
 from persistdict.urls import mask_password
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -56,28 +56,23 @@ def _describe(exc: BaseException) -> tuple[str, int]:
     return f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_FAILED
 
 
-class _Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM, raised where the program was, so every ``finally`` and
-    ``except BaseException`` on the way up (rollbacks, scratch removal) runs."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 class _Signals:
-    """Turns SIGINT and SIGTERM into :class:`_Interrupted`, once. While a copy is being made
-    final (``COMMIT.active``: a rename, a commit) the signal waits until that is done, and
-    after the first one the rest are only noted, so the cleanup runs to its end."""
+    """Turns SIGINT and SIGTERM into :class:`~persistdict.migrate.target.Interrupted`, once.
+    During a step that must not be cut (``COMMIT.active``: making the scratch folder, the
+    rename or commit making a copy final) the signal waits until that is done, and after
+    the first one the rest are only noted, so the cleanup runs to its end."""
 
     def __init__(self) -> None:
         self.received: list[int] = []
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signum)
-        if COMMIT.active or len(self.received) > 1:
+        if len(self.received) > 1:
             return
-        raise _Interrupted(signum)
+        if COMMIT.active:
+            COMMIT.pending = signum
+            return
+        raise Interrupted(signum)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -119,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     signals = _Signals()
-    COMMIT.done = False
+    COMMIT.done, COMMIT.pending = False, None
     try:
         with signals.installed():
             code: int = args.func(args)

@@ -26,6 +26,7 @@ import dbm
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import stat
 import tempfile
@@ -49,6 +50,7 @@ __all__ = [
     "EXISTING",
     "SCRATCH_MARKER",
     "DestinationExistsError",
+    "Interrupted",
     "file_identities",
     "local_path",
     "remove_dead_scratches",
@@ -316,17 +318,30 @@ def _new_file(
             _move_into_place(scratch, folder, name, replacing=replacing)
 
 
-class _Commit:
-    """Whether this process is making a copy final right now, and whether it did.
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised by the command line where the program was, so every
+    ``finally`` and ``except BaseException`` on the way up (rollbacks, scratch removal)
+    runs. ``signum`` says which."""
 
-    The command line defers SIGINT and SIGTERM while ``active`` (the rename or the commit
-    then completes), and tells "nothing was written" from "the copy was complete" by
-    ``done``.
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Commit:
+    """Whether this process is in a step a signal must not cut in two, and whether it made
+    a copy final.
+
+    The command line's SIGINT/SIGTERM handler only notes the signal in ``pending`` while
+    ``active``. After a commit point (:meth:`point`: the rename or the commit that makes the
+    copy the destination) the copy is complete and ``done`` is set; the command line then
+    says so. After any other step (:meth:`holding_signals`) the signal is raised at once.
     """
 
     def __init__(self) -> None:
         self.active = False
         self.done = False
+        self.pending: int | None = None
 
     def enter(self) -> None:
         self.active = True
@@ -345,6 +360,17 @@ class _Commit:
             raise
         self.leave(done=True)
 
+    @contextmanager
+    def holding_signals(self) -> Iterator[None]:
+        self.active = True
+        try:
+            yield
+        finally:
+            self.active = False
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            raise Interrupted(pending)
+
 
 #: The commit state of this process (one copy at a time: the command line's).
 COMMIT = _Commit()
@@ -360,10 +386,17 @@ _GRACE_SECONDS = 60.0
 
 @contextmanager
 def _scratch(folder: str, name: str) -> Iterator[str]:
-    scratch = tempfile.mkdtemp(dir=folder, prefix=f".{name}{SCRATCH_MARKER}")
-    owner = FileLock(os.path.join(scratch, _OWNER), 0)
+    # Made and locked in one step a signal can't cut: a folder made but not yet locked
+    # would look like a dead one's (after the grace time), and escape the cleanup below.
+    with COMMIT.holding_signals():
+        scratch = tempfile.mkdtemp(dir=folder, prefix=f".{name}{SCRATCH_MARKER}")
+        owner = FileLock(os.path.join(scratch, _OWNER), 0)
+        try:
+            owner.acquire()  # held until the folder is gone: the sign its owner is alive
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
     try:
-        owner.acquire()  # held until the folder is gone: the sign that its owner is alive
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
