@@ -189,8 +189,11 @@ def _in_transaction(
     table_was_new = path is not None and backend == "sqlite" and not _has_table(path, table)
     if existing == "refuse" and not table_was_new:
         _refuse_if_filled(target, backend, table, options)
-    d = persistdict.open(target, "c", backend=backend, table=table, **options)
+    d: PersistDict | None = None
     try:
+        # Opened inside the try: a signal arriving while open() creates the table still
+        # drops it below.
+        d = persistdict.open(target, "c", backend=backend, table=table, **options)
         with d.transaction():
             if existing == "replace":
                 d.clear()
@@ -199,7 +202,8 @@ def _in_transaction(
         d.close()
     except BaseException:
         COMMIT.leave(done=False)
-        d.close()
+        if d is not None:
+            d.close()
         if table_was_new and path is not None:
             _drop_if_empty(path, table)
         raise
