@@ -53,7 +53,7 @@ def destination(kind: str, tmp_path: Path) -> Destination:
     if kind in ("json", "pickle", "csv"):
         path = folder / f"dst.{kind}"
         opened: dict[str, Any] = {"backend": kind} if kind == "pickle" else {}
-        options = ["--backend", kind] if kind == "pickle" else []
+        options = ["--backend", kind, "--trust-pickle"] if kind == "pickle" else []
         if kind == "csv":
             opened, options = {"serializer": "json"}, []
         return Destination(str(path), options, opened, path)
