@@ -471,15 +471,17 @@ def test_interrupted_convert_leaves_no_destination(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    # Interrupt once the copy is being written: its file exists in the scratch folder.
     deadline = time.monotonic() + 30
-    while not any(out.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+    while not list(out.glob(".new.db.persistdict-convert-*/new.db")):
+        assert proc.poll() is None, "the convert ended before it could be interrupted"
+        assert time.monotonic() < deadline, "the convert never started writing"
         time.sleep(0.005)
-    assert proc.poll() is None, "the convert ended before it could be interrupted"
-    time.sleep(0.2)  # well into the copy
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert stderr == "persistdict: error: interrupted; nothing was half-written\n"
+    dst = str(out / "new.db")
+    assert stderr == f"persistdict: error: interrupted (SIGINT); nothing was written to {dst!r}\n"
     assert list(out.iterdir()) == []
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import Any, TextIO
 
 import persistdict
@@ -22,6 +24,7 @@ from persistdict.cli.commands import (
     EXIT_INTERRUPTED,
     EXIT_MISSING,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     UsageError,
     check_pickle_opt_in,
@@ -30,6 +33,7 @@ from persistdict.cli.commands import (
     one_line,
 )
 from persistdict.cli.parser import build_parser
+from persistdict.migrate.target import COMMIT, Interrupted
 from persistdict.urls import mask_password, redact, redact_exception
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -51,6 +55,55 @@ def _describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, (persistdict.Error, ImportError)):
         return explain(exc), EXIT_FAILED
     return f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_FAILED
+
+
+class _Signals:
+    """Turns SIGINT and SIGTERM into ``persistdict.migrate.target.Interrupted``, once.
+    During a step that must not be cut (``COMMIT.active``: making the scratch folder, the
+    rename or commit making a copy final) the signal waits until that is done, and after
+    the first one the rest are only noted, so the cleanup runs to its end."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if len(self.received) > 1:
+            return
+        if COMMIT.active:
+            COMMIT.pending = signum
+            return
+        raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            old = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            for signum, handler in old.items():
+                signal.signal(signum, handler)
+
+
+_EXIT_BY_SIGNAL = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+
+
+def _interrupted(args: object, signum: int, *, finished: bool) -> int:
+    """Say in one line what an interrupt left behind; return the exit code."""
+    name = signal.Signals(signum).name
+    written = getattr(args, "dst", None) or getattr(args, "target", None)
+    if finished:
+        where = f": {mask_password(str(written))!r} holds all of it" if written else ""
+        error(f"interrupted ({name}) after the copy was complete{where}")
+    elif getattr(args, "command", None) in ("convert", "load") and written:
+        error(f"interrupted ({name}); nothing was written to {mask_password(str(written))!r}")
+    else:
+        error(f"interrupted ({name}); nothing was half-written")
+    return _EXIT_BY_SIGNAL.get(signal.Signals(signum), EXIT_INTERRUPTED)
 
 
 # persistdict's own: "No such <what> (<hint>)", the path in ``filename`` (errors.no_such).
@@ -84,7 +137,11 @@ def _show_warning(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    SIGINT (Ctrl-C) and SIGTERM end a command with one line on stderr and exit code 130 or
+    143; what was being written is rolled back or left out first.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
@@ -94,16 +151,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: Any) -> int:
+    signals = _Signals()
+    COMMIT.done, COMMIT.pending = False, None
     try:
-        check_pickle_opt_in(args)
-        code: int = args.func(args)
-        sys.stdout.flush()
+        with signals.installed():
+            check_pickle_opt_in(args)
+            code: int = args.func(args)
+            sys.stdout.flush()
+        if signals.received:
+            # It came while the copy was being made final: that finished first.
+            return _interrupted(args, signals.received[0], finished=COMMIT.done)
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.debug:
             raise
-        error("interrupted; nothing was half-written")
-        return EXIT_INTERRUPTED
+        signum = getattr(exc, "signum", signal.SIGINT)
+        return _interrupted(args, signum, finished=COMMIT.done)
     except BrokenPipeError:
         # The reader went away (`persistdict keys big.db | head`): that is not an error.
         with contextlib.suppress(OSError):

@@ -21,7 +21,7 @@ from persistdict.detect import detect_backend
 from persistdict.fileio import previous_path
 from persistdict.mapping import PersistDict
 from persistdict.migrate.sqlite_sources import connect_read_only, key_value_tables
-from persistdict.migrate.target import writing
+from persistdict.migrate.target import local_path, remove_dead_scratches, writing
 from persistdict.serializers import why_not_json
 from persistdict.urls import mask_password, split_scheme
 
@@ -43,7 +43,8 @@ __all__ = [
     "one_line",
 ]
 
-EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_MISSING: "the key is not there (get, del), or the data is damaged (check, a corrupt "
@@ -52,7 +53,8 @@ EXIT_CODES = {
     "store, an unknown backend or table name",
     EXIT_FAILED: "could not be done: no such file, destination already holds data, lock held "
     "by another process, read-only, pickle refused, or an I/O error",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C); nothing was half-written",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT); nothing was half-written",
+    EXIT_TERMINATED: "terminated (SIGTERM); nothing was half-written",
 }
 
 _DURABILITY = {
@@ -321,6 +323,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    path = local_path(args.target, args.backend, args.format)
+    if path is not None:
+        for scratch in remove_dead_scratches(path):
+            print(
+                f"persistdict: note: removed {scratch!r}, left by a convert that was killed",
+                file=sys.stderr,
+            )
     try:
         d = _open(args, args.target, "r")
     except persistdict.CorruptError as exc:

@@ -3,9 +3,10 @@
 A source yields the pairs in its own order, streaming (one SQLite cursor, one dbm key at a
 time). Keys come out as the source holds them: mostly ``str``, but diskcache and sqlitedict
 also hold ``int``, ``bytes`` and pickled keys, which
-[`persistdict.migrate.copy`][persistdict.migrate.copy] deals
-with. Nothing a source does writes: SQLite files are opened with ``mode=ro``, dbm files with
-flag ``"r"``.
+[`persistdict.migrate.copy`][persistdict.migrate.copy] deals with. Nothing a source does
+writes: SQLite files are read inside one read transaction by a connection that can't write
+(``mode=ro`` or ``query_only``; see ``persistdict.migrate.sqlite_sources.connect_read_only``),
+dbm files with flag ``"r"``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 import persistdict
 from persistdict.mapping import PersistDict
 from persistdict.migrate.kinds import open_source
-from persistdict.migrate.target import EXISTING, writing
+from persistdict.migrate.target import EXISTING, file_identities, local_path, writing
 
 __all__ = ["ON_ERROR", "Progress", "Summary", "UnstorableValueError", "copy"]
 
@@ -187,13 +187,20 @@ def _batches(items: Iterator[tuple[Any, Any]], pump: _Pump) -> Iterator[dict[str
         yield batch
 
 
-def _check_not_same(src: str, dst: str) -> None:
-    # Even into another table of one SQLite file: the destination's WAL mode would change the
-    # source file under the library that wrote it (sqlitedict's read-only mode then hangs).
-    if os.path.exists(src) and os.path.exists(dst) and os.path.samefile(src, dst):
+def _check_not_same(src: str, dst: str, backend: str, fmt: str | None) -> None:
+    # By identity, not by spelling: a relative path, a symlink or a sqlite:/// URL may all name
+    # the source. Another table of one SQLite file is refused too: writing it would change the
+    # source file (its journal mode, its size, a table sqlitedict never made) under the
+    # library that owns it, and the source is promised to stay as it was.
+    src_path = local_path(src)
+    dst_path = local_path(dst, backend, fmt)
+    if src_path is None or dst_path is None:
+        return
+    if file_identities(src_path) & file_identities(dst_path):
         raise ValueError(
-            f"source and destination are the same file: {src!r}; the source is never "
-            "written, so copy into another file"
+            f"source and destination are the same file: {src!r} and {dst!r} "
+            f"({os.path.realpath(src_path)!r}); convert never writes its source, not even "
+            "another table of it, so copy into another file"
         )
 
 
@@ -253,7 +260,7 @@ def copy(
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {EXISTING}, not {existing!r}")
     src_text, dst_text = os.fspath(src), os.fspath(dst)
-    _check_not_same(src_text, dst_text)
+    _check_not_same(src_text, dst_text, dst_backend, dst_format)
     start = time.monotonic()
     reader = open_source(
         src_text, source, table=src_table, fmt=src_format, trust_pickle=trust_pickle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -18,13 +19,22 @@ from persistdict.migrate.base import SQLITE_HEADER, Source, pickle_format
 __all__ = [
     "DiskcacheSource",
     "SqliteTableSource",
+    "begin_read",
     "choose_table",
     "connect_read_only",
     "diskcache_database",
+    "end_read",
     "key_value_tables",
     "sqlite_errors",
     "sqlitedict_schema",
 ]
+
+
+def _read_only_media(path: str) -> bool:
+    try:
+        return bool(os.statvfs(os.path.dirname(os.path.abspath(path))).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): assume writable media
+        return False
 
 
 def is_pickled_cell(cell: object) -> bool:
@@ -47,24 +57,78 @@ def _register_predicates(cx: sqlite3.Connection) -> None:
 
 
 def connect_read_only(path: str) -> sqlite3.Connection:
-    """Open a SQLite file so that nothing can be written to it; errors name the file."""
+    """Open a SQLite file for reading only, with SQLite's own locking; errors name the file.
+
+    Reads inside one transaction (``begin_read``) then see one consistent state of the
+    file even while other processes write it and checkpoint its WAL. The connection never
+    writes (``mode=ro``, or ``query_only`` below). Two cases need care:
+
+    * a WAL database closed cleanly (no ``-wal`` beside it): a reader must create the
+      ``-wal``/``-shm`` files to take its locks, and a ``mode=ro`` connection would leave them
+      behind. A read-write connection in ``query_only`` mode removes them when it closes
+      last, as every SQLite program does, and changes no byte of the database;
+    * a file on read-only media (a read-only mount): nothing can write it, and SQLite
+      can't create the files it locks with, so it is read with ``immutable=1``, which takes
+      no locks. That is the only place ``immutable`` is used: on a file another process may
+      write, checkpoints would rewrite pages under an immutable reader.
+    """
     if not os.path.isfile(path):
         raise no_such("file", path, "check the path")
     with open(path, "rb") as f:
         header = f.read(20)
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-    if len(header) == 20 and header[18] == 2 and not os.path.exists(path + "-wal"):
-        # A WAL database closed cleanly: everything is in the main file. Reading it with
-        # mode=ro alone would leave new -wal and -shm files beside it; immutable reads
-        # without them. (With a -wal present another program may be using it: plain ro.)
-        uri += "&immutable=1"
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path))
+    clean_wal = len(header) == 20 and header[18] == 2 and not os.path.exists(path + "-wal")
+    if _read_only_media(path):
+        uri += "?mode=ro&immutable=1"
+    elif not clean_wal:
+        uri += "?mode=ro"
+    else:
+        _check_can_lock(path)
     try:
         cx = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    except sqlite3.DatabaseError as exc:
+        raise CorruptError(f"{path!r} is not a readable SQLite database ({exc})") from exc
+    try:
+        cx.execute("PRAGMA query_only = ON")
         cx.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
+        cx.close()
         raise CorruptError(f"{path!r} is not a readable SQLite database ({exc})") from exc
     _register_predicates(cx)
     return cx
+
+
+def _check_can_lock(path: str) -> None:
+    # The -wal and -shm files a reader creates belong to it: made by a user who can't write
+    # the database (or made in a folder it can't write), they would be left behind and block
+    # the owner's next writer. Reading without them is only safe where nothing can write.
+    folder = os.path.dirname(os.path.abspath(path))
+    if not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
+        raise PermissionError(
+            errno.EACCES,
+            f"can't read {path!r} safely: it is a WAL database, and a reader that may meet "
+            "another process writing it needs -wal and -shm files beside it, which this user "
+            f"can't make there (it can't write the file or {folder!r}). Run as the file's "
+            "owner, or copy the file while nothing writes it and read the copy",
+            path,
+        )
+
+
+def begin_read(cx: sqlite3.Connection) -> None:
+    """Start the read transaction every later query of ``cx`` runs in (one snapshot)."""
+    cx.execute("BEGIN")
+    cx.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+
+def end_read(cx: sqlite3.Connection) -> None:
+    """End the read transaction and close ``cx``."""
+    try:
+        if cx.in_transaction:
+            cx.execute("COMMIT")
+    except sqlite3.Error:
+        pass  # a read transaction has nothing to keep; closing ends it all the same
+    finally:
+        cx.close()
 
 
 @contextmanager
@@ -131,6 +195,9 @@ class SqliteTableSource(Source):
         self._cx = connect_read_only(path)
         try:
             with sqlite_errors(repr(path)):
+                # Every query from here to close() runs in this one read transaction: the
+                # table chosen, the pickle check, the count and the rows are one state.
+                begin_read(self._cx)
                 self.table = choose_table(path, key_value_tables(self._cx), table, default_table)
                 q = f'"{_quoted(self.table)}"'
                 self._select = f"SELECT key, value FROM {q}"
@@ -139,7 +206,7 @@ class SqliteTableSource(Source):
                     f"SELECT key FROM {q} WHERE persistdict_is_pickle(value) LIMIT 1"
                 ).fetchone()
         except BaseException:
-            self._cx.close()
+            end_read(self._cx)
             raise
         super().__init__(f"{kind} {path!r} table {self.table!r}")
         if example is not None:
@@ -152,13 +219,8 @@ class SqliteTableSource(Source):
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         with sqlite_errors(self.label):
-            # One cursor inside one read transaction: a consistent snapshot of the table.
-            self._cx.execute("BEGIN")
-            try:
-                for key, cell in self._cx.execute(self._select):
-                    yield key, self._decode(key, cell)
-            finally:
-                self._cx.execute("ROLLBACK")
+            for key, cell in self._cx.execute(self._select):
+                yield key, self._decode(key, cell)
 
     def _decode(self, key: Any, cell: Any) -> Any:
         if is_pickled_cell(cell):
@@ -181,7 +243,7 @@ class SqliteTableSource(Source):
             ) from exc
 
     def close(self) -> None:
-        self._cx.close()
+        end_read(self._cx)
 
 
 # diskcache ----------------------------------------------------------------------------------
@@ -255,12 +317,13 @@ class DiskcacheSource(Source):
         self._cx = connect_read_only(db)
         try:
             with sqlite_errors(self.label):
+                begin_read(self._cx)  # one read transaction until close(), as above
                 is_diskcache = _has_diskcache_schema(self._cx)
         except BaseException:
-            self._cx.close()
+            end_read(self._cx)
             raise
         if not is_diskcache:
-            self._cx.close()
+            end_read(self._cx)
             raise ValueError(
                 f"{path!r} is not a diskcache folder: it needs a cache.db holding diskcache's "
                 "Cache and Settings tables"
@@ -283,7 +346,7 @@ class DiskcacheSource(Source):
                     "LIMIT 1"
                 ).fetchone()
         except BaseException:
-            self._cx.close()
+            end_read(self._cx)
             raise
         self.left_out = total - self._live
         if example is not None:
@@ -296,24 +359,18 @@ class DiskcacheSource(Source):
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         with sqlite_errors(self.label):
-            self._cx.execute("BEGIN")
-            try:
-                for db_key, raw, mode, filename, cell in self._cx.execute(
-                    self._select, (self._now,)
-                ):
-                    if not diskcache_key_pickled(raw):
-                        key = bytes(db_key) if isinstance(db_key, bytes) else db_key
-                    elif type(raw) is int and raw == 0 and isinstance(db_key, bytes):
-                        key = self._unpickle(db_key, db_key, " (a pickled key)")
-                    else:
-                        raise CorruptError(
-                            f"{self.label}: the row of key {db_key!r} has raw flag {raw!r}; "
-                            "diskcache writes 0 or 1 there (and a pickled key as a blob), "
-                            "so the cache.db is damaged or was not written by diskcache"
-                        )
-                    yield key, self._value(key, mode, filename, cell)
-            finally:
-                self._cx.execute("ROLLBACK")
+            for db_key, raw, mode, filename, cell in self._cx.execute(self._select, (self._now,)):
+                if not diskcache_key_pickled(raw):
+                    key = bytes(db_key) if isinstance(db_key, bytes) else db_key
+                elif type(raw) is int and raw == 0 and isinstance(db_key, bytes):
+                    key = self._unpickle(db_key, db_key, " (a pickled key)")
+                else:
+                    raise CorruptError(
+                        f"{self.label}: the row of key {db_key!r} has raw flag {raw!r}; "
+                        "diskcache writes 0 or 1 there (and a pickled key as a blob), "
+                        "so the cache.db is damaged or was not written by diskcache"
+                    )
+                yield key, self._value(key, mode, filename, cell)
 
     def _value(self, key: Any, mode: int, filename: str | None, cell: Any) -> Any:
         if mode == _MODE_RAW:
@@ -373,4 +430,4 @@ class DiskcacheSource(Source):
             return f.read()
 
     def close(self) -> None:
-        self._cx.close()
+        end_read(self._cx)

@@ -1,0 +1,1 @@
+"""Tests of convert and load under concurrency and faults."""
