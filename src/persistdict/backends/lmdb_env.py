@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import struct
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,6 +79,18 @@ class _Env:
 
 _envs: dict[str, _Env] = {}
 _envs_lock = threading.Lock()
+
+# Every open backend, so a forked child can turn off their fast paths at once (below).
+_live: weakref.WeakSet[LmdbBackend] = weakref.WeakSet()
+
+
+def _disarm_after_fork() -> None:
+    for backend in list(_live):
+        backend._ready = None
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
+    os.register_at_fork(after_in_child=_disarm_after_fork)
 
 
 def _close_inherited(path: str, shared: _Env) -> None:
@@ -214,6 +228,7 @@ class LmdbBackend(BackendBase):
     schemes: ClassVar[tuple[str, ...]] = ("lmdb",)
     suffixes: ClassVar[tuple[str, ...]] = (".lmdb",)
     native_transactions: ClassVar[bool] = True
+    thread_safe_reads: ClassVar[bool] = True
     # The whole URL is taken so its query options are read, not dropped.
     takes_url: ClassVar[bool] = True
 
@@ -249,8 +264,13 @@ class LmdbBackend(BackendBase):
         self._levels: list[tuple[Any, list[_Op]]] = []
         self._lmdb = _lmdb()
         self._shared: _Env | None = None
+        # The shared environment when reads and single writes may take the short path: open
+        # in this process (not an inherited handle) with the table there. Cleared on close
+        # and, in a forked child, by _disarm_after_fork; the paths it skips re-arm it.
+        self._ready: _Env | None = None
         self._db: Any = None
         self._attach(initial=True)
+        _live.add(self)
 
     # The shared environment.
 
@@ -303,6 +323,12 @@ class LmdbBackend(BackendBase):
         except BaseException:
             self._detach()
             raise
+        self._arm()
+
+    def _arm(self) -> None:
+        shared = self._shared
+        usable = shared is not None and self._db is not None
+        self._ready = shared if usable and self._generation == fork_generation() else None
 
     def _open_db(self, *, create: bool) -> Any:
         lmdb = self._lmdb
@@ -325,6 +351,7 @@ class LmdbBackend(BackendBase):
             ) from exc
 
     def _detach(self) -> None:
+        self._ready = None
         shared, self._shared = self._shared, None
         if shared is None:
             return
@@ -342,7 +369,7 @@ class LmdbBackend(BackendBase):
         if self._generation != fork_generation():
             # A forked child must not use the parent's environment handle (LMDB's rule).
             self._levels = []
-            self._shared = None
+            self._ready = self._shared = None
             self._attach()
             shared = self._shared
             assert shared is not None
@@ -356,10 +383,7 @@ class LmdbBackend(BackendBase):
             try:
                 yield
             except self._lmdb.Error as exc:
-                translated = self._translate(exc)
-                if translated is exc:
-                    raise
-                raise translated from exc
+                raise self._translated(exc) from exc
 
     def _translate(self, exc: Exception) -> Exception:
         lmdb = self._lmdb
@@ -394,29 +418,47 @@ class LmdbBackend(BackendBase):
         if needed or used * 2 > info["map_size"]:
             env.set_mapsize(info["map_size"] * 2)
 
-    def _write(self, work: Callable[[Any], Any]) -> Any:
-        """Run ``work(txn)`` in a write transaction of its own, growing the map as needed."""
+    def _write(self, work: Callable[[Any], Any], *, grow: bool = False) -> Any:
+        """Run ``work(txn)`` in a write transaction of its own, growing the map as needed.
+
+        ``grow`` first doubles the map if more than half of it is used: worth its two
+        environment calls before a batch, not before each single write, which simply runs
+        again on a doubled map in the rare case it finds the map full.
+        """
         lmdb = self._lmdb
-        self.check_writable()
+        if self.read_only:
+            self.check_writable()
         env = self._env_for_io()
         if self._levels:
             return work(self._levels[-1][0])
-        with self._guard():
-            shared = self._shared
-            if shared is not None and shared.writer not in (None, self):
+        shared = self._shared
+        assert shared is not None
+        with shared.lock:
+            if shared.writer not in (None, self):
                 raise LockedError(
                     f"{self.describe()}: another dict on this environment is inside "
                     "transaction() in this thread; LMDB allows one write transaction"
                 )
-            self._grow(env, needed=False)
-            while True:
-                try:
-                    with env.begin(write=True, db=self._db) as txn:
-                        return work(txn)
-                except lmdb.MapFullError:
-                    self._grow(env, needed=True)
-                except lmdb.MapResizedError:
-                    env.set_mapsize(0)  # another process grew it: adopt its size
+            try:
+                if grow:
+                    self._grow(env, needed=False)
+                while True:
+                    try:
+                        with env.begin(write=True, db=self._db) as txn:
+                            return work(txn)
+                    except lmdb.MapFullError:
+                        self._grow(env, needed=True)
+                    except lmdb.MapResizedError:
+                        env.set_mapsize(0)  # another process grew it: adopt its size
+            except lmdb.Error as exc:
+                raise self._translated(exc) from exc
+
+    def _translated(self, exc: Exception) -> Exception:
+        """The persistdict error to raise for ``exc``; ``exc`` itself is re-raised if none."""
+        translated = self._translate(exc)
+        if translated is exc:
+            raise exc
+        return translated
 
     def _in_txn(self, op: _Op) -> Any:
         """Apply one write inside transaction(), replaying the block on a larger map if full."""
@@ -477,15 +519,53 @@ class LmdbBackend(BackendBase):
 
     # The Backend methods.
 
+    # Reads. PersistDict calls get, contains and count without its own lock
+    # (thread_safe_reads): each holds the environment lock, which transaction() keeps for its
+    # whole block, so another thread's read waits for the block instead of using its write
+    # transaction, and a map growth (set_mapsize remaps the file) never runs under a reader.
+    # The lock is taken with acquire()/release(): a `with` costs twice as much, and these
+    # calls are lmdbm's whole `in` time.
+
     def _read(self, work: Callable[[Any], Any]) -> Any:
+        """Run ``work(txn)`` in a read transaction (``txn`` is None if the table is missing).
+
+        py-lmdb keeps the last finished read transaction and renews it on the next
+        ``begin()``, so each call is cheap and still sees every commit made before it, by this
+        process or another; none stays open between calls to pin pages.
+        """
+        shared = self._ready
+        if shared is not None:
+            shared.lock.acquire()
+            try:
+                if not self._levels:
+                    txn = self._begin_read(shared)
+                    if txn is not None:
+                        try:
+                            return work(txn)
+                        except self._lmdb.Error as exc:
+                            raise self._translated(exc) from exc
+                        finally:
+                            txn.abort()  # back to py-lmdb for the next begin()
+            finally:
+                shared.lock.release()
+        return self._read_slowly(work)
+
+    def _begin_read(self, shared: _Env) -> Any:
+        try:
+            return shared.env.begin(self._db)  # positional: py-lmdb parses keywords slowly
+        except self._lmdb.Error:
+            return None  # the map was grown by another process, or worse: _read_slowly says
+
+    def _read_slowly(self, work: Callable[[Any], Any]) -> Any:
         env = self._env_for_io()
-        if self._levels:
-            return work(self._levels[-1][0])
-        if self._db is None:
-            self._db = self._open_db(create=False)
-            if self._db is None:
-                return work(None)
         with self._guard():
+            if self._levels:
+                return work(self._levels[-1][0])
+            if self._db is None:
+                self._db = self._open_db(create=False)
+                if self._db is None:
+                    return work(None)
+                self._arm()
             while True:
                 try:
                     with env.begin(db=self._db) as txn:
@@ -493,18 +573,51 @@ class LmdbBackend(BackendBase):
                 except self._lmdb.MapResizedError:
                     env.set_mapsize(0)
 
-    def get(self, key: str) -> Any:
+    def _lookup(self, key: str) -> bytes | None:
+        """The stored bytes of ``key`` or None: ``_read`` inlined, as ``in`` and ``d[k]``
+        spend most of their time here."""
         try:
-            k = _key(key)
+            k = key.encode("utf-8") if key else _EMPTY_KEY
         except UnicodeEncodeError:
-            raise KeyError(key) from None
-        value = self._read(lambda txn: None if txn is None else txn.get(k))
+            return None  # such a key can't have been stored
+        shared = self._ready
+        if shared is not None:
+            shared.lock.acquire()
+            try:
+                if not self._levels:
+                    txn = self._begin_read(shared)
+                    if txn is not None:
+                        try:
+                            found: bytes | None = txn.get(k)
+                        except self._lmdb.Error as exc:
+                            raise self._translated(exc) from exc
+                        finally:
+                            txn.abort()
+                        return found
+            finally:
+                shared.lock.release()
+        found = self._read_slowly(lambda txn: None if txn is None else txn.get(k))
+        return found
+
+    def get(self, key: str) -> Any:
+        value = self._lookup(key)
         if value is None:
             raise KeyError(key)
         return value
 
+    def contains(self, key: str) -> bool:
+        return self._lookup(key) is not None
+
+    def count(self) -> int:
+        return int(self._read(lambda txn: 0 if txn is None else txn.stat(self._db)["entries"]))
+
     def set(self, key: str, value: Any) -> None:
-        self._put_ops([("put", self._encode_key(key), self._payload(key, value))])
+        k = self._encode_key(key)
+        v = self._payload(key, value)
+        if self._levels:
+            self._put_ops([("put", k, v)])
+        else:
+            self._write(lambda txn: txn.put(k, v))
 
     def _encode_key(self, key: str) -> bytes:
         try:
@@ -527,7 +640,7 @@ class LmdbBackend(BackendBase):
                 raise ValueError(f"can't store the value for key {key!r} as UTF-8: {exc}") from None
         return bytes(value)
 
-    def _put_ops(self, ops: list[_Op]) -> Any:
+    def _put_ops(self, ops: list[_Op], *, grow: bool = False) -> Any:
         self.check_writable()
         if self._levels:
             with self._guard():
@@ -536,7 +649,7 @@ class LmdbBackend(BackendBase):
         def work(txn: Any) -> Any:
             return [self._apply(txn, op) for op in ops][-1]
 
-        return self._write(work)
+        return self._write(work, grow=grow)
 
     def delete(self, key: str) -> None:
         self.check_writable()
@@ -544,56 +657,66 @@ class LmdbBackend(BackendBase):
             k = _key(key)
         except UnicodeEncodeError:
             raise KeyError(key) from None
-        if not self._put_ops([("del", k)]):
+        found = self._put_ops([("del", k)]) if self._levels else self._write(lambda t: t.delete(k))
+        if not found:
             raise KeyError(key)
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
         rows = [(self._encode_key(k), self._payload(k, v)) for k, v in items]
         if rows:
-            self._put_ops([("many", rows)])
+            self._put_ops([("many", rows)], grow=True)
 
     def clear(self) -> None:
         self._put_ops([("drop",)])
 
-    def count(self) -> int:
-        return int(self._read(lambda txn: 0 if txn is None else txn.stat(self._db)["entries"]))
+    def _page(self, after: bytes | None, values: bool) -> list[Any]:
+        """Up to ``_PAGE`` raw keys (or key, value pairs) after ``after``, in one short read."""
 
-    def _page(self, after: bytes | None, values: bool) -> list[tuple[bytes, bytes]]:
-        def work(txn: Any) -> list[tuple[bytes, bytes]]:
+        def work(txn: Any) -> list[Any]:
             if txn is None:
                 return []
             cur = txn.cursor(db=self._db)
             found = cur.set_range(after) if after is not None else cur.first()
             if found and after is not None and cur.key() == after:
                 found = cur.next()
-            rows: list[tuple[bytes, bytes]] = []
-            while found and len(rows) < _PAGE:
-                rows.append((cur.key(), cur.value() if values else b""))
-                found = cur.next()
-            return rows
+            if not found:
+                return []
+            return list(itertools.islice(cur.iternext(keys=True, values=values), _PAGE))
 
-        result: list[tuple[bytes, bytes]] = self._read(work)
-        return result
+        rows: list[Any] = self._read(work)
+        return rows
 
-    def iter_items(self) -> Iterator[tuple[str, Any]]:
+    def _keys(self, raw: list[bytes]) -> list[str]:
+        try:
+            return list(map(bytes.decode, raw))
+        except UnicodeDecodeError:  # the empty key's byte, or damage: _unkey tells them apart
+            return [_unkey(k, self.path) for k in raw]
+
+    def _key_pages(self) -> Iterator[list[str]]:
         after: bytes | None = None
         while True:
-            rows = self._page(after, values=True)
-            for k, v in rows:
-                yield _unkey(k, self.path), v
+            raw: list[bytes] = self._page(after, values=False)
+            yield self._keys(raw)
+            if len(raw) < _PAGE:
+                return
+            after = raw[-1]
+
+    def _item_pages(self) -> Iterator[list[tuple[str, bytes]]]:
+        after: bytes | None = None
+        while True:
+            rows: list[tuple[bytes, bytes]] = self._page(after, values=True)
+            keys = self._keys([k for k, _ in rows])
+            yield list(zip(keys, [v for _, v in rows], strict=True))
             if len(rows) < _PAGE:
                 return
             after = rows[-1][0]
+
+    # Pages are handed out by chain(), in C: a generator step per key cost a third of iter.
+    def iter_items(self) -> Iterator[tuple[str, Any]]:
+        return itertools.chain.from_iterable(self._item_pages())
 
     def iter_keys(self) -> Iterator[str]:
-        after: bytes | None = None
-        while True:
-            rows = self._page(after, values=False)
-            for k, _ in rows:
-                yield _unkey(k, self.path)
-            if len(rows) < _PAGE:
-                return
-            after = rows[-1][0]
+        return itertools.chain.from_iterable(self._key_pages())
 
     # Transactions.
 
@@ -651,18 +774,22 @@ class LmdbBackend(BackendBase):
         pass  # every write is committed before it returns
 
     def close(self) -> None:
-        if self._shared is None:
+        shared = self._shared
+        if shared is None:
             return
-        for txn, _ in reversed(self._levels):
-            if txn is not None:
-                txn.abort()
-        self._levels = []
         if self._generation != fork_generation():
+            # The inherited lock may be held by a parent thread that doesn't exist here.
+            self._levels = []
             with _envs_lock:
-                _close_inherited(self.path, self._shared)
-            self._shared = None
+                _close_inherited(self.path, shared)
+            self._ready = self._shared = None
             return
-        self._detach()
+        with shared.lock:  # a read another thread is running ends first (thread_safe_reads)
+            for txn, _ in reversed(self._levels):
+                if txn is not None:
+                    txn.abort()
+            self._levels = []
+            self._detach()
 
     def describe(self) -> str:
         ro = " read-only" if self.read_only else ""
