@@ -371,7 +371,8 @@ def test_closing_while_another_thread_reads_gives_closed_error(tmp_path: Path) -
         nonlocal reads
         try:
             for _ in range(10_000_000):
-                assert d["k"] == 1 and "k" in d
+                assert d["k"] == 1
+                assert "k" in d
                 reads += 1
         except BaseException as exc:
             errors.append(exc)
@@ -382,7 +383,8 @@ def test_closing_while_another_thread_reads_gives_closed_error(tmp_path: Path) -
         pass
     d.close()
     thread.join(30)
-    assert len(errors) == 1 and isinstance(errors[0], ClosedError), errors
+    assert len(errors) == 1, errors
+    assert isinstance(errors[0], ClosedError), errors
     assert "is closed; open it again" in str(errors[0])
 
 
