@@ -193,6 +193,9 @@ def _damaged(folder: str, why: str) -> CorruptError:
     )
 
 
+_UNREAD: Any = object()
+
+
 def _key(key: str) -> bytes:
     return key.encode("utf-8") if key else _EMPTY_KEY
 
@@ -538,8 +541,11 @@ class LmdbBackend(BackendBase):
             shared.lock.acquire()
             try:
                 if not self._levels:
-                    txn = self._begin_read(shared)
-                    if txn is not None:
+                    try:
+                        txn = shared.env.begin(self._db)  # positional: keywords parse slowly
+                    except self._lmdb.Error:
+                        pass  # the map was grown by another process, or worse: see below
+                    else:
                         try:
                             return work(txn)
                         except self._lmdb.Error as exc:
@@ -549,12 +555,6 @@ class LmdbBackend(BackendBase):
             finally:
                 shared.lock.release()
         return self._read_slowly(work)
-
-    def _begin_read(self, shared: _Env) -> Any:
-        try:
-            return shared.env.begin(self._db)  # positional: py-lmdb parses keywords slowly
-        except self._lmdb.Error:
-            return None  # the map was grown by another process, or worse: _read_slowly says
 
     def _read_slowly(self, work: Callable[[Any], Any]) -> Any:
         env = self._env_for_io()
@@ -573,43 +573,75 @@ class LmdbBackend(BackendBase):
                 except self._lmdb.MapResizedError:
                     env.set_mapsize(0)
 
-    def _lookup(self, key: str) -> bytes | None:
-        """The stored bytes of ``key`` or None: ``_read`` inlined, as ``in`` and ``d[k]``
-        spend most of their time here."""
+    # get, contains and count are _read inlined, each a single frame: they are the whole
+    # of `d[k]`, `k in d` and len(d) but for PersistDict's own frame. Inside this thread's
+    # transaction(), or when begin() fails (the map grown by another process), they take the
+    # general path.
+
+    def get(self, key: str) -> Any:
         try:
-            k = key.encode("utf-8") if key else _EMPTY_KEY
+            k = key.encode() if key else _EMPTY_KEY
         except UnicodeEncodeError:
-            return None  # such a key can't have been stored
+            raise KeyError(key) from None  # such a key can't have been stored
+        found: Any = _UNREAD
         shared = self._ready
         if shared is not None:
             shared.lock.acquire()
             try:
                 if not self._levels:
-                    txn = self._begin_read(shared)
-                    if txn is not None:
-                        try:
-                            found: bytes | None = txn.get(k)
-                        except self._lmdb.Error as exc:
-                            raise self._translated(exc) from exc
-                        finally:
-                            txn.abort()
-                        return found
+                    txn = shared.env.begin(self._db)  # positional: keywords parse slowly
+                    try:
+                        found = txn.get(k)
+                    finally:
+                        txn.abort()  # back to py-lmdb for the next begin()
+            except self._lmdb.Error:
+                found = _UNREAD
             finally:
                 shared.lock.release()
-        found = self._read_slowly(lambda txn: None if txn is None else txn.get(k))
+        if found is _UNREAD:
+            found = self._read_slowly(lambda txn: None if txn is None else txn.get(k))
+        if found is None:
+            raise KeyError(key)
         return found
 
-    def get(self, key: str) -> Any:
-        value = self._lookup(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
     def contains(self, key: str) -> bool:
-        return self._lookup(key) is not None
+        try:
+            k = key.encode() if key else _EMPTY_KEY
+        except UnicodeEncodeError:
+            return False
+        shared = self._ready
+        if shared is not None:
+            shared.lock.acquire()
+            try:
+                if not self._levels:
+                    txn = shared.env.begin(self._db)
+                    try:
+                        return txn.get(k) is not None
+                    finally:
+                        txn.abort()
+            except self._lmdb.Error:
+                pass
+            finally:
+                shared.lock.release()
+        return bool(self._read_slowly(lambda txn: txn is not None and txn.get(k) is not None))
 
     def count(self) -> int:
-        return int(self._read(lambda txn: 0 if txn is None else txn.stat(self._db)["entries"]))
+        shared = self._ready
+        if shared is not None:
+            shared.lock.acquire()
+            try:
+                if not self._levels:
+                    txn = shared.env.begin(self._db)
+                    try:
+                        return int(txn.stat(self._db)["entries"])
+                    finally:
+                        txn.abort()
+            except self._lmdb.Error:
+                pass
+            finally:
+                shared.lock.release()
+        entries = self._read_slowly(lambda txn: 0 if txn is None else txn.stat(self._db)["entries"])
+        return int(entries)
 
     def set(self, key: str, value: Any) -> None:
         k = self._encode_key(key)
