@@ -1,7 +1,7 @@
 """Each persistdict backend against the engine under it and the peers built on that engine.
 
     python benchmarks/bench_engines.py                        # 100,000 keys, 5 repetitions
-    python benchmarks/bench_engines.py --keys 20000 --repeat 3 --only lmdb
+    python benchmarks/bench_engines.py --keys 20000 --repeat 3 --only "lmdb sync=false"
     python benchmarks/bench_engines.py --keys 1000000 --repeat 1 --only lmdb,redis --memory
 
 One table per engine (LMDB at sync=False and at sync=True, SQLite, Redis, PostgreSQL): the
@@ -57,7 +57,7 @@ def run_once(subject: Subject, n: int, path: Path) -> dict[str, float]:
     # Where each commit is fsynced, a few hundred writes measure it well enough.
     sample = rng.sample(items, min(n, EACH // 10 if subject.label.endswith("sync") else EACH))
     rewrite = [(k, {**v, "score": -1.0}) for k, v in sample]
-    doomed = [k for k, _ in rng.sample(items, min(n, EACH))]
+    doomed = [k for k, _ in rng.sample(items, len(sample))]
     other = path.with_name(f"update{subject.suffix}")
     us: dict[str, float] = {}
 
@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             if len(rows) < 2 or rows[0] is not group[0]:
                 continue
             for n in args.keys:
-                out += _measure(title, n, rows, args.repeat, root)
+                table = _measure(title, n, rows, args.repeat, root)
+                print("\n".join(table), file=sys.stderr, flush=True)  # in case of a crash later
+                out += table
                 if args.memory:
                     for s in rows[:2]:
                         path = root / f"mem{n}" / s.label.replace(" ", "_") / f"m{s.suffix}"

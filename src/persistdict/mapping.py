@@ -250,7 +250,7 @@ class PersistDict(MutableMapping[str, Any]):
     def __iter__(self) -> Iterator[str]:
         with self._lock:
             it = self.backend.iter_keys()
-        return self._locked_chunks(it)
+        return it if self._free_reads else self._locked_chunks(it)
 
     def _iter_items(self) -> Iterator[tuple[str, Any]]:
         with self._lock:
@@ -259,7 +259,7 @@ class PersistDict(MutableMapping[str, Any]):
             yield from self._locked_chunks(it)
             return
         loads, cache = self._loads, self._cache
-        for key, raw in self._locked_chunks(it):
+        for key, raw in it if self._free_reads else self._locked_chunks(it):
             # One lookup, not `in` then `[]`: another thread may drop the key in between.
             hit = cache.get(key) if cache is not None else None
             if hit is not None:

@@ -475,11 +475,13 @@ class LmdbBackend(BackendBase):
             return result
 
     def _apply(self, txn: Any, op: _Op) -> Any:
+        # Every transaction of this backend is begun with db=self._db, the default of put and
+        # delete; passing it again costs a keyword parse in py-lmdb.
         kind = op[0]
         if kind == "put":
-            return txn.put(op[1], op[2], db=self._db)
+            return txn.put(op[1], op[2])
         if kind == "del":
-            return txn.delete(op[1], db=self._db)
+            return txn.delete(op[1])
         if kind == "many":
             return txn.cursor(db=self._db).putmulti(op[1])
         return txn.drop(self._db, delete=False)
@@ -643,13 +645,40 @@ class LmdbBackend(BackendBase):
         entries = self._read_slowly(lambda txn: 0 if txn is None else txn.stat(self._db)["entries"])
         return int(entries)
 
+    # Single writes: the short path of _write and _put_ops, for the same reason as the reads.
+    # It gives way to them (which grow the map, adopt another process's size, translate
+    # errors) on any LMDB error: the failed transaction wrote nothing, so running the write
+    # again there is exact.
+
     def set(self, key: str, value: Any) -> None:
-        k = self._encode_key(key)
-        v = self._payload(key, value)
-        if self._levels:
-            self._put_ops([("put", k, v)])
-        else:
-            self._write(lambda txn: txn.put(k, v))
+        try:
+            k = key.encode() if key else _EMPTY_KEY
+            v = value.encode() if isinstance(value, str) else bytes(value)
+        except UnicodeEncodeError:
+            k, v = self._encode_key(key), self._payload(key, value)  # raise the clear error
+        if len(k) > 511:
+            self._encode_key(key)
+        op = ("put", k, v)
+        if self._write_one(op) is _UNREAD:
+            self._put_ops([op])
+
+    def _write_one(self, op: _Op) -> Any:
+        """``op`` applied on the short path, or ``_UNREAD`` if it must take the long one."""
+        shared = self._ready
+        if shared is None or self.read_only:
+            return _UNREAD
+        shared.lock.acquire()
+        try:
+            if self._levels:  # this thread is inside transaction(): the env lock was its own
+                return self._in_txn(op)
+            if shared.writer is None:
+                with shared.env.begin(self._db, None, True) as txn:  # db, parent, write
+                    return self._apply(txn, op)
+        except self._lmdb.Error:
+            pass
+        finally:
+            shared.lock.release()
+        return _UNREAD
 
     def _encode_key(self, key: str) -> bytes:
         try:
@@ -689,7 +718,10 @@ class LmdbBackend(BackendBase):
             k = _key(key)
         except UnicodeEncodeError:
             raise KeyError(key) from None
-        found = self._put_ops([("del", k)]) if self._levels else self._write(lambda t: t.delete(k))
+        op = ("del", k)
+        found = self._write_one(op)
+        if found is _UNREAD:
+            found = self._put_ops([op])
         if not found:
             raise KeyError(key)
 
