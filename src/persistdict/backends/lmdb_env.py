@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import itertools
+import operator
 import os
 import struct
 import threading
@@ -194,6 +195,7 @@ def _damaged(folder: str, why: str) -> CorruptError:
 
 
 _UNREAD: Any = object()
+_first = operator.itemgetter(0)
 
 
 def _key(key: str) -> bytes:
@@ -726,7 +728,18 @@ class LmdbBackend(BackendBase):
             raise KeyError(key)
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
-        rows = [(self._encode_key(k), self._payload(k, v)) for k, v in items]
+        items = list(items)
+        rows: list[tuple[bytes, bytes]] | None
+        try:  # one pass for the usual batch: str values, keys neither empty nor too long
+            rows = [(k.encode(), v.encode()) for k, v in items]
+        except (AttributeError, UnicodeEncodeError):
+            rows = None
+        if rows:
+            sizes = list(map(len, map(_first, rows)))
+            if not min(sizes) or max(sizes) > 511:
+                rows = None
+        if rows is None:  # the empty key's byte, bytes values, or the clear error
+            rows = [(self._encode_key(k), self._payload(k, v)) for k, v in items]
         if rows:
             self._put_ops([("many", rows)], grow=True)
 
