@@ -2,7 +2,7 @@
 
     python benchmarks/bench_engines.py                        # 100,000 keys, 5 repetitions
     python benchmarks/bench_engines.py --keys 20000 --repeat 3 --only "lmdb sync=false"
-    python benchmarks/bench_engines.py --keys 1000000 --repeat 1 --only lmdb,redis --memory
+    python benchmarks/bench_engines.py --keys 1000000 --only "sync=false,redis" --memory-only
 
 One table per engine (LMDB at sync=False and at sync=True, SQLite, Redis, PostgreSQL): the
 persistdict row, the raw client doing the same work with the same codec (py-lmdb, sqlite3,
@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="interleaved repetitions (median)")
     parser.add_argument("--only", default="", help="comma-separated substrings of table titles")
     parser.add_argument("--memory", action="store_true", help="also measure iteration memory")
+    parser.add_argument(
+        "--memory-only", action="store_true", help="measure iteration memory, not speed (1M keys)"
+    )
     parser.add_argument("--dir", default=None, help="where to create the files (default: temp)")
     args = parser.parse_args(argv)
     wanted = [w.strip().lower() for w in args.only.split(",") if w.strip()]
@@ -169,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             if len(rows) < 2 or rows[0] is not group[0]:
                 continue
             for n in args.keys:
-                table = _measure(title, n, rows, args.repeat, root)
-                print("\n".join(table), file=sys.stderr, flush=True)  # in case of a crash later
-                out += table
-                if args.memory:
+                if not args.memory_only:
+                    table = _measure(title, n, rows, args.repeat, root)
+                    print("\n".join(table), file=sys.stderr, flush=True)  # if a later one fails
+                    out += table
+                if args.memory or args.memory_only:
                     for s in rows[:2]:
                         path = root / f"mem{n}" / s.label.replace(" ", "_") / f"m{s.suffix}"
                         path.parent.mkdir(parents=True, exist_ok=True)
