@@ -16,13 +16,17 @@ Concurrency: any number of processes read and write one environment; LMDB lets o
 transaction run at a time and readers never wait. ``transaction()`` is a write transaction
 (nested blocks are LMDB child transactions), so a read-modify-write in it is exact across
 processes. Within one process the environment is opened once and shared by every dict on it,
-as LMDB requires, and operations on it are serialized.
+as LMDB requires, and operations on it are serialized by one lock, which ``transaction()``
+holds for its whole block. Reads take that lock and no other (the backend declares
+``thread_safe_reads``, so ``PersistDict`` skips its own): each runs in a read transaction of
+its own, which py-lmdb renews from the one before, so it sees every commit made before it.
 
-The map (the environment's maximum size) grows instead of failing: it is doubled before a
-write when more than half is used, and when a write still finds it full, the write is run
-again on the larger map. Inside ``transaction()`` the block's writes so far are replayed on a
-fresh write transaction, which is exact because they are replayed only if no other process
-committed in between; otherwise :class:`~persistdict.LockedError` asks to run the block again.
+The map (the environment's maximum size) grows instead of failing: it is doubled before an
+``update()`` or a ``transaction()`` when more than half is used, and when a write finds it
+full, the write is run again on the larger map. Inside ``transaction()`` the block's writes
+so far are replayed on a fresh write transaction, which is exact because they are replayed
+only if no other process committed in between; otherwise :class:`~persistdict.LockedError`
+asks to run the block again.
 
 Iteration reads pages of keys in short read transactions, so nothing stays open between
 pages (a long read transaction would stop LMDB from reusing pages) and memory stays flat.
