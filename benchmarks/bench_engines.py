@@ -27,19 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_backends import WORKLOADS as BACKEND_WORKLOADS
 from bench_backends import fmt, machine_facts, make_items, timed
 from subjects import Subject, engine_groups
 
-# (column, unit); the Subject method each runs is in run_once.
+# (column, unit): bench_backends' per-operation columns, then two of the issue's LMDB table.
 WORKLOADS = [
-    ("set, each durable", "µs/write"),
-    ("set, batched", "µs/write"),
-    ("get", "µs/get"),
-    ("in", "µs/lookup"),
-    ("iter keys", "µs/key"),
-    ("iter items", "µs/item"),
-    ("len", "µs/call"),
-    ("update()", "µs/key"),
+    *(w for w in BACKEND_WORKLOADS if w[0] not in ("open", "reopen + read all")),
     ("del, batched", "µs/key"),
     ("reopen + 1k gets", "ms"),
 ]

@@ -646,16 +646,7 @@ class RawRedis(Subject):
     encoding = "JSON (stdlib)"
 
     def available(self) -> str | None:
-        missing = _missing("redis")
-        if missing is not None:
-            return missing
-        try:
-            import redis
-
-            redis.Redis.from_url(REDIS_URL).ping()
-        except Exception as exc:
-            return f"{REDIS_URL}: {type(exc).__name__}: {exc}"
-        return None
+        return _unreachable("redis", REDIS_URL, lambda r: r.Redis.from_url(REDIS_URL).ping())
 
     def open(self, path: Path, batched: bool) -> Any:
         import redis
@@ -740,16 +731,7 @@ class RawPostgres(Subject):
     encoding = "JSON text (+ a jsonb column)"
 
     def available(self) -> str | None:
-        missing = _missing("psycopg")
-        if missing is not None:
-            return missing
-        try:
-            import psycopg
-
-            psycopg.connect(POSTGRES_URL).close()
-        except Exception as exc:
-            return f"{POSTGRES_URL}: {type(exc).__name__}: {exc}"
-        return None
+        return _unreachable("psycopg", POSTGRES_URL, lambda pg: pg.connect(POSTGRES_URL).close())
 
     @staticmethod
     def _table(path: Path) -> str:
@@ -852,6 +834,18 @@ class RawPostgres(Subject):
         cx, table, _ = m
         for _ in range(calls):
             cx.execute(f"SELECT count(*) FROM {table}").fetchone()
+
+
+def _unreachable(module: str, url: str, probe: Any) -> str | None:
+    """Why a raw client can't run here: ``module`` missing, or ``probe(module)`` failing."""
+    missing = _missing(module)
+    if missing is not None:
+        return missing
+    try:
+        probe(__import__(module))
+    except Exception as exc:
+        return f"{url}: {type(exc).__name__}: {exc}"
+    return None
 
 
 def engine_groups() -> list[tuple[str, list[Subject]]]:
