@@ -131,6 +131,21 @@ class Subject:
         self.iter_items(m)
         return m
 
+    def delete_batched(self, m: Any, keys: list[str]) -> None:
+        """Delete ``keys``, committed like the batched set (used by bench_engines.py)."""
+        commit_batch = self.commit_batch
+        for i, k in enumerate(keys, 1):
+            del m[k]
+            if i % BATCH == 0:
+                commit_batch(m)
+        self.commit(m)
+
+    def reopen_gets(self, path: Path, keys: list[str]) -> Any:
+        """Open the closed store and read ``keys`` (used by bench_engines.py)."""
+        m = self.open(path, batched=False)
+        self.get(m, keys)
+        return m
+
 
 class PlainDict(Subject):
     label = "dict"
@@ -219,6 +234,16 @@ class RawSqlite(Subject):
     def length(self, m: Any, calls: int) -> None:
         for _ in range(calls):
             m.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+
+    def delete_batched(self, m: Any, keys: list[str]) -> None:
+        execute, sql = m.execute, f"DELETE FROM {TABLE} WHERE key = ?"
+        execute("BEGIN IMMEDIATE")
+        for i, k in enumerate(keys, 1):
+            execute(sql, (k,))
+            if i % BATCH == 0:
+                execute("COMMIT")
+                execute("BEGIN IMMEDIATE")
+        execute("COMMIT")
 
 
 class RawJson(Subject):
@@ -344,6 +369,15 @@ class Persist(Subject):
                 for k, v in items[start : start + BATCH]:
                     m[k] = v
 
+    def delete_batched(self, m: Any, keys: list[str]) -> None:
+        if self.backend not in _BATCHES_IN_TRANSACTIONS:
+            super().delete_batched(m, keys)
+            return
+        for start in range(0, len(keys), BATCH):
+            with m.transaction():
+                for k in keys[start : start + BATCH]:
+                    del m[k]
+
     def remove(self, path: Path) -> None:
         if self.url is None:
             super().remove(path)
@@ -465,7 +499,8 @@ class LmdbmSubject(Subject):
     """lmdbm opened with ``sync=False``: commits reach the OS, not the disk, as with WAL NORMAL.
 
     With LMDB's default ``sync=True`` every one-by-one write would also fsync (about 190 µs
-    here), which is the durability of ``synchronous=FULL``, not of the rows it is compared with.
+    here), which is the durability of ``synchronous=FULL``, not of the rows it is compared with;
+    ``sync=True`` makes that row, for the LMDB tables of bench_engines.py.
     """
 
     label = "lmdbm"
@@ -473,6 +508,21 @@ class LmdbmSubject(Subject):
     durable_batch = f"each write its own txn, env.sync() every {BATCH}"
     encoding = "JSON (stdlib)"
     suffix = ".lmdbm"
+
+    def __init__(self, sync: bool = False) -> None:
+        self.sync = sync
+        if sync:
+            self.label = "lmdbm sync"
+            self.durable_each = "committed and fsynced (LMDB sync=True)"
+            self.durable_batch = f"update() of {BATCH} items per fsynced txn"
+
+    def fill(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        if not self.sync:
+            super().fill(m, items)
+            return
+        # One fsync per write would take minutes: lmdbm's own batch, update(), instead.
+        for start in range(0, len(items), BATCH):
+            m.update(items[start : start + BATCH])
 
     def commit(self, m: Any) -> None:
         m.sync()
@@ -496,7 +546,375 @@ class LmdbmSubject(Subject):
             def _post_value(self, value: bytes) -> Any:
                 return _DECODE(value.decode())
 
-        return JsonLmdb.open(str(path), "c", map_size=2**30, sync=False)
+        return JsonLmdb.open(str(path), "c", map_size=2**30, sync=self.sync)
+
+
+class RawLmdb(Subject):
+    """py-lmdb itself, laid out as persistdict's lmdb backend: a named database ``items``,
+    UTF-8 keys, the JSON codec of the other rows; a write transaction per durable write or per
+    batch, a read transaction per get (py-lmdb reuses it), one for a whole iteration."""
+
+    encoding = "JSON (stdlib)"
+    suffix = ".rawlmdb"
+
+    def __init__(self, sync: bool = False) -> None:
+        self.sync = sync
+        self.label = "raw py-lmdb sync" if sync else "raw py-lmdb"
+        self.baseline = self.label
+        how = "fsynced (sync=True)" if sync else "not fsynced (sync=False)"
+        self.durable_each = f"committed, {how}"
+        self.durable_batch = f"one write txn per {BATCH}, {how}"
+
+    def available(self) -> str | None:
+        return _missing("lmdb")
+
+    def open(self, path: Path, batched: bool) -> Any:
+        import lmdb
+
+        env = lmdb.open(str(path), map_size=2**30, max_dbs=4, sync=self.sync)
+        return env, env.open_db(TABLE.encode())
+
+    def close(self, m: Any) -> None:
+        m[0].close()
+
+    def fill(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        env, db = m
+        for start in range(0, len(items), BATCH):
+            with env.begin(write=True, db=db) as txn:
+                for k, v in items[start : start + BATCH]:
+                    txn.put(k.encode(), _ENCODE(v).encode())
+
+    def set_each(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        env, db = m
+        for k, v in items:
+            with env.begin(write=True, db=db) as txn:
+                txn.put(k.encode(), _ENCODE(v).encode())
+
+    def update(self, m: Any, batch: dict[str, Any]) -> None:
+        env, db = m
+        rows = [(k.encode(), _ENCODE(v).encode()) for k, v in batch.items()]
+        with env.begin(write=True, db=db) as txn:
+            txn.cursor().putmulti(rows)
+
+    def delete_batched(self, m: Any, keys: list[str]) -> None:
+        env, db = m
+        for start in range(0, len(keys), BATCH):
+            with env.begin(write=True, db=db) as txn:
+                for k in keys[start : start + BATCH]:
+                    txn.delete(k.encode())
+
+    def get(self, m: Any, keys: list[str]) -> None:
+        env, db = m
+        for k in keys:
+            with env.begin(db=db) as txn:
+                _DECODE(txn.get(k.encode()).decode())
+
+    def contains(self, m: Any, keys: list[str]) -> None:
+        env, db = m
+        for k in keys:
+            with env.begin(db=db) as txn:
+                txn.get(k.encode()) is not None  # noqa: B015 - timed lookup
+
+    def iter_keys(self, m: Any) -> None:
+        env, db = m
+        with env.begin(db=db) as txn:
+            for k in txn.cursor().iternext(keys=True, values=False):
+                k.decode()
+
+    def iter_items(self, m: Any) -> None:
+        env, db = m
+        with env.begin(db=db) as txn:
+            for k, v in txn.cursor():
+                k.decode()
+                _DECODE(v.decode())
+
+    def length(self, m: Any, calls: int) -> None:
+        env, db = m
+        for _ in range(calls):
+            with env.begin(db=db) as txn:
+                txn.stat(db)["entries"]
+
+
+class RawRedis(Subject):
+    """redis-py doing what persistdict's redis backend sends: HGET, HEXISTS, HLEN and HSET per
+    call, HSCAN pages of 1,000 to iterate, pipelines of 1,000-field HSETs for batches."""
+
+    label = "raw redis-py"
+    baseline = "raw redis-py"
+    durable_each = "acknowledged by the server (its appendfsync setting)"
+    durable_batch = f"a pipeline of HSETs per {BATCH}"
+    encoding = "JSON (stdlib)"
+
+    def available(self) -> str | None:
+        return _unreachable("redis", REDIS_URL, lambda r: r.Redis.from_url(REDIS_URL).ping())
+
+    def open(self, path: Path, batched: bool) -> Any:
+        import redis
+
+        name = "bench_raw_" + hashlib.blake2b(str(path).encode(), digest_size=6).hexdigest()
+        return redis.Redis.from_url(REDIS_URL), name
+
+    def close(self, m: Any) -> None:
+        m[0].close()
+
+    def remove(self, path: Path) -> None:
+        client, name = self.open(path, batched=False)
+        client.delete(name)
+        client.close()
+
+    def size(self, path: Path) -> int | None:
+        return None
+
+    def _hset_batches(self, m: Any, rows: list[tuple[str, Any]], transaction: bool) -> None:
+        client, name = m
+        pipe = client.pipeline(transaction=transaction)
+        for start in range(0, len(rows), BATCH):
+            pipe.hset(name, mapping={k: _ENCODE(v) for k, v in rows[start : start + BATCH]})
+            if not transaction:
+                pipe.execute()
+        if transaction:
+            pipe.execute()
+
+    def fill(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        self._hset_batches(m, items, transaction=False)
+
+    def update(self, m: Any, batch: dict[str, Any]) -> None:
+        self._hset_batches(m, list(batch.items()), transaction=True)
+
+    def set_each(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        client, name = m
+        for k, v in items:
+            client.hset(name, k, _ENCODE(v))
+
+    def get(self, m: Any, keys: list[str]) -> None:
+        client, name = m
+        for k in keys:
+            _DECODE(client.hget(name, k).decode())
+
+    def contains(self, m: Any, keys: list[str]) -> None:
+        client, name = m
+        for k in keys:
+            client.hexists(name, k)
+
+    def iter_keys(self, m: Any) -> None:
+        client, name = m
+        for k, _ in client.hscan_iter(name, count=1000):
+            k.decode()
+
+    def iter_items(self, m: Any) -> None:
+        client, name = m
+        for k, v in client.hscan_iter(name, count=1000):
+            k.decode()
+            _DECODE(v.decode())
+
+    def length(self, m: Any, calls: int) -> None:
+        client, name = m
+        for _ in range(calls):
+            client.hlen(name)
+
+    def delete_batched(self, m: Any, keys: list[str]) -> None:
+        client, name = m
+        for start in range(0, len(keys), BATCH):
+            client.hdel(name, *keys[start : start + BATCH])
+
+
+class RawPostgres(Subject):
+    """psycopg doing what persistdict's postgres backend sends, on a table of the same shape:
+    one autocommitted statement per get, `in`, len() or durable write; a transaction of
+    single-row upserts per batch; COPY into a staging table plus one upsert for update();
+    keyset pages of 1,000 rows to iterate."""
+
+    label = "raw psycopg"
+    baseline = "raw psycopg"
+    durable_each = "committed (server's synchronous_commit)"
+    durable_batch = f"a transaction per {BATCH} writes"
+    encoding = "JSON text (+ a jsonb column)"
+
+    def available(self) -> str | None:
+        return _unreachable("psycopg", POSTGRES_URL, lambda pg: pg.connect(POSTGRES_URL).close())
+
+    @staticmethod
+    def _table(path: Path) -> str:
+        return "bench_raw_" + hashlib.blake2b(str(path).encode(), digest_size=6).hexdigest()
+
+    def open(self, path: Path, batched: bool) -> Any:
+        import psycopg
+
+        from persistdict.backends.postgres_table import _DOCUMENT
+
+        table = self._table(path)
+        cx = psycopg.connect(POSTGRES_URL, autocommit=True)
+        cx.execute(
+            f'CREATE TABLE IF NOT EXISTS {table} (key text COLLATE "C" PRIMARY KEY, '
+            f"value jsonb GENERATED ALWAYS AS ({_DOCUMENT}) STORED, raw text NOT NULL)"
+        )
+        upsert = (
+            f"INSERT INTO {table} (key, raw) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET raw = excluded.raw"
+        )
+        return cx, table, upsert
+
+    def close(self, m: Any) -> None:
+        m[0].close()
+
+    def remove(self, path: Path) -> None:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as cx:
+            cx.execute(f"DROP TABLE IF EXISTS {self._table(path)}")
+
+    def size(self, path: Path) -> int | None:
+        return None
+
+    def fill(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        cx, _, upsert = m
+        for start in range(0, len(items), BATCH):
+            with cx.transaction():
+                for k, v in items[start : start + BATCH]:
+                    cx.execute(upsert, (k, _ENCODE(v)))
+
+    def set_each(self, m: Any, items: list[tuple[str, Any]]) -> None:
+        cx, _, upsert = m
+        for k, v in items:
+            cx.execute(upsert, (k, _ENCODE(v)))
+
+    def update(self, m: Any, batch: dict[str, Any]) -> None:
+        cx, table, _ = m
+        with cx.transaction():
+            cx.execute("CREATE TEMP TABLE stage (key text, raw text) ON COMMIT DROP")
+            with cx.cursor().copy("COPY stage (key, raw) FROM STDIN") as copy:
+                for k, v in batch.items():
+                    copy.write_row((k, _ENCODE(v)))
+            cx.execute(
+                f"INSERT INTO {table} (key, raw) SELECT key, raw FROM stage "
+                "ON CONFLICT (key) DO UPDATE SET raw = excluded.raw"
+            )
+
+    def delete_batched(self, m: Any, keys: list[str]) -> None:
+        cx, table, _ = m
+        for start in range(0, len(keys), BATCH):
+            with cx.transaction():
+                for k in keys[start : start + BATCH]:
+                    cx.execute(f"DELETE FROM {table} WHERE key = %s", (k,))
+
+    def get(self, m: Any, keys: list[str]) -> None:
+        cx, table, _ = m
+        sql = f"SELECT raw FROM {table} WHERE key = %s"
+        for k in keys:
+            _DECODE(cx.execute(sql, (k,)).fetchone()[0])
+
+    def contains(self, m: Any, keys: list[str]) -> None:
+        cx, table, _ = m
+        sql = f"SELECT 1 FROM {table} WHERE key = %s"
+        for k in keys:
+            cx.execute(sql, (k,)).fetchone() is not None  # noqa: B015 - timed lookup
+
+    def _pages(self, m: Any, columns: str) -> Any:
+        cx, table, _ = m
+        first = f"SELECT {columns} FROM {table} ORDER BY key LIMIT 1000"
+        after = f"SELECT {columns} FROM {table} WHERE key > %s ORDER BY key LIMIT 1000"
+        rows = cx.execute(first).fetchall()
+        while rows:
+            yield rows
+            if len(rows) < 1000:
+                return
+            rows = cx.execute(after, (rows[-1][0],)).fetchall()
+
+    def iter_keys(self, m: Any) -> None:
+        for rows in self._pages(m, "key"):
+            for _ in rows:
+                pass
+
+    def iter_items(self, m: Any) -> None:
+        for rows in self._pages(m, "key, raw"):
+            for _, v in rows:
+                _DECODE(v)
+
+    def length(self, m: Any, calls: int) -> None:
+        cx, table, _ = m
+        for _ in range(calls):
+            cx.execute(f"SELECT count(*) FROM {table}").fetchone()
+
+
+def _unreachable(module: str, url: str, probe: Any) -> str | None:
+    """Why a raw client can't run here: ``module`` missing, or ``probe(module)`` failing."""
+    missing = _missing(module)
+    if missing is not None:
+        return missing
+    try:
+        probe(__import__(module))
+    except Exception as exc:
+        return f"{url}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def engine_groups() -> list[tuple[str, list[Subject]]]:
+    """The tables of bench_engines.py: each persistdict backend first, then the raw engine
+    under it (the ratios' baseline), then the peer libraries built on the same engine."""
+    stdlib = {"serializer": persistdict.JsonSerializer()}
+
+    def lmdb(sync: bool) -> Persist:
+        how = "fsynced (sync=True)" if sync else "not fsynced (sync=False)"
+        return Persist(
+            "persistdict lmdb sync" if sync else "persistdict lmdb",
+            "lmdb",
+            suffix=".lmdb",
+            durable_each=f"committed, {how}",
+            durable_batch=f"transaction() per {BATCH} writes, {how}",
+            baseline="raw py-lmdb sync" if sync else "raw py-lmdb",
+            options={"sync": sync, **stdlib},
+        )
+
+    sqlite_each = "committed (WAL, synchronous=NORMAL)"
+    return [
+        ("LMDB sync=False", [lmdb(False), RawLmdb(False), LmdbmSubject(False)]),
+        ("LMDB sync=True", [lmdb(True), RawLmdb(True), LmdbmSubject(True)]),
+        (
+            "SQLite",
+            [
+                Persist(
+                    "persistdict sqlite, stdlib json",
+                    "sqlite",
+                    suffix=".db",
+                    durable_each=sqlite_each,
+                    options=stdlib,
+                ),
+                RawSqlite(),
+                SqliteDictSubject(),
+                DiskcacheSubject(),
+            ],
+        ),
+        (
+            "Redis",
+            [
+                Persist(
+                    "persistdict redis",
+                    "redis",
+                    url=REDIS_URL,
+                    durable_each="acknowledged by the server (its appendfsync setting)",
+                    durable_batch=f"pipelined, flushed every {BATCH}",
+                    baseline="raw redis-py",
+                    options=stdlib,
+                ),
+                RawRedis(),
+            ],
+        ),
+        (
+            "PostgreSQL",
+            [
+                Persist(
+                    "persistdict postgres",
+                    "postgres",
+                    url=POSTGRES_URL,
+                    durable_each="committed (server's synchronous_commit)",
+                    durable_batch=f"transaction() per {BATCH} writes",
+                    baseline="raw psycopg",
+                    options=stdlib,
+                ),
+                RawPostgres(),
+            ],
+        ),
+    ]
 
 
 def _missing(module: str) -> str | None:

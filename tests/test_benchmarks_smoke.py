@@ -66,3 +66,28 @@ def test_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["medians.json", *(["bench.png"] if "--plot" in cmd else [])]
     )
+
+
+ENGINES = BENCH.with_name("bench_engines.py")
+
+
+def test_engine_benchmark_prints_persistdict_against_the_raw_engine(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ENGINES), "--keys", "100", "--repeat", "1", "--dir", str(tmp_path)]
+    cmd += ["--only", "lmdb sync=false", "--memory"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+    out = proc.stdout
+    assert "### LMDB sync=False, 100 keys" in out
+    assert "### LMDB sync=True" not in out  # --only picked one table
+    assert "### SQLite" not in out
+    head = next(line for line in out.splitlines() if line.startswith("| workload |"))
+    assert "| persistdict lmdb | raw py-lmdb |" in head
+    assert "÷ raw py-lmdb" in head
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "(µs/" in line]
+    assert len(rows) == 9  # every workload but the reopen, which is in ms
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[2:-1]]
+        assert all(c[0].isdigit() for c in cells), row
+        assert cells[-1].endswith("x"), row
+    assert "| persistdict lmdb | 100 |" in out  # the iteration memory table

@@ -139,6 +139,9 @@ class PersistDict(MutableMapping[str, Any]):
             {} if writeback and not self._stores_objects else None
         )
         self._journals: list[dict[str, Any]] = []
+        # Reads that need no lock of this dict: the backend serializes them itself (and waits
+        # for another thread's transaction), and there is no writeback cache to guard.
+        self._free_reads = core.thread_safe_reads and self._cache is None
         self._tx_depth = 0  # nesting of native transactions
         # With writeback, one entry per open transaction: the cache entries its writes replaced
         # (or _MISSING), put back if it rolls back, so objects read before it stay attached.
@@ -228,14 +231,20 @@ class PersistDict(MutableMapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if not isinstance(key, str):
             _bad_key(key)
-        with self._lock:
+        cache = self._cache
+        if self._free_reads:
             backend = self._backend
             if backend is None:
                 self._raise_closed()
-            cache = self._cache
-            if cache is not None and key in cache:
-                return cache[key][0]
             raw = backend.get(key)
+        else:
+            with self._lock:
+                backend = self._backend
+                if backend is None:
+                    self._raise_closed()
+                if cache is not None and key in cache:
+                    return cache[key][0]
+                raw = backend.get(key)
         if self._stores_objects:
             return raw
         try:
@@ -290,12 +299,22 @@ class PersistDict(MutableMapping[str, Any]):
         # The mixin would fetch and decode the value just to answer yes or no.
         if not isinstance(key, str):
             return False
+        if self._free_reads:
+            backend = self._backend
+            if backend is None:
+                self._raise_closed()
+            return backend.contains(key)
         with self._lock:
+            backend = self._backend
+            if backend is None:
+                self._raise_closed()
             if self._cache is not None and key in self._cache:
                 return True
-            return self.backend.contains(key)
+            return backend.contains(key)
 
     def __len__(self) -> int:
+        if self._free_reads:
+            return self.backend.count()
         with self._lock:
             return self.backend.count()
 
@@ -317,7 +336,7 @@ class PersistDict(MutableMapping[str, Any]):
     def __iter__(self) -> Iterator[str]:
         with self._lock:
             it = self.backend.iter_keys()
-        return self._locked_chunks(it)
+        return it if self._free_reads else self._locked_chunks(it)
 
     def _iter_items(self) -> Iterator[tuple[str, Any]]:
         with self._lock:
@@ -326,7 +345,7 @@ class PersistDict(MutableMapping[str, Any]):
             yield from self._locked_chunks(it)
             return
         loads, cache = self._loads, self._cache
-        for key, raw in self._locked_chunks(it):
+        for key, raw in it if self._free_reads else self._locked_chunks(it):
             # One lookup, not `in` then `[]`: another thread may drop the key in between.
             hit = cache.get(key) if cache is not None else None
             if hit is not None:

@@ -270,3 +270,138 @@ def test_bit_flips_give_the_data_or_a_corrupt_error(tmp_path: Path) -> None:
     outcomes = [line.split()[1] for line in done.stdout.splitlines()]
     assert len(outcomes) == trials
     assert "corrupt" in outcomes  # the fuzz reaches the checks
+
+
+# Reads. get, `in` and len() run without the dict's lock, in a short read transaction each
+# (py-lmdb renews its last one); these pin what that must keep.
+
+_WRITE_AND_WAIT = """
+import sys, persistdict
+with persistdict.open(sys.argv[1], sync=False) as d:
+    d["k"] = int(sys.argv[2])
+    d[f"new{sys.argv[2]}"] = True
+"""
+
+
+def test_each_read_sees_what_another_process_committed_before_it(tmp_path: Path) -> None:
+    target = str(tmp_path / "seen.lmdb")
+    with persistdict.open(target, sync=False) as d:
+        d["mine"] = 0
+        assert "k" not in d
+        for round_ in (1, 2, 3):
+            command = [sys.executable, "-c", _WRITE_AND_WAIT, target, str(round_)]
+            subprocess.run(command, env=subprocess_env(), check=True, timeout=60)
+            assert d["k"] == round_
+            assert f"new{round_}" in d
+            assert len(d) == 2 + round_
+            assert sorted(d)[-1] == f"new{round_}"
+
+
+def test_a_read_from_another_thread_waits_for_a_transaction_block(tmp_path: Path) -> None:
+    import threading
+
+    seen: list[object] = []
+    with persistdict.open(tmp_path / "wait.lmdb", sync=False) as d:
+
+        def reader() -> None:
+            seen.append(d.get("k"))
+            seen.append("k" in d)
+            seen.append(len(d))
+
+        with d.transaction():
+            d["k"] = 1
+            thread = threading.Thread(target=reader)
+            thread.start()
+            thread.join(0.3)
+            assert thread.is_alive()  # waits: does not use this thread's write transaction
+            assert seen == []
+        thread.join(10)
+    assert seen == [1, True, 1]
+
+
+def test_threads_read_while_another_grows_the_map(tmp_path: Path) -> None:
+    # Growing remaps the file: a read running meanwhile in another thread would crash.
+    import threading
+    import time
+
+    errors: list[BaseException] = []
+    stop = time.monotonic() + 2
+    with persistdict.open(tmp_path / "grow.lmdb", map_size=32768, sync=False) as d:
+        d["fixed"] = "f" * 100
+        writing = True
+
+        def read() -> None:
+            try:
+                while writing and time.monotonic() < stop + 5:
+                    assert d["fixed"] == "f" * 100
+                    assert "fixed" in d
+                    assert len(d) >= 1
+                    assert sum(1 for _ in d) >= 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        for thread in readers:
+            thread.start()
+        start = _map_size(d)
+        i = 0
+        while time.monotonic() < stop or _map_size(d) < start * 8:
+            d[f"big{i}"] = "x" * 3000  # single writes: each finds the map full now and then
+            i += 1
+            assert i < 20_000
+        writing = False
+        for thread in readers:
+            thread.join(30)
+        assert errors == []
+        assert _map_size(d) >= start * 8
+        assert len(d) == i + 1
+
+
+def test_closing_while_another_thread_reads_gives_closed_error(tmp_path: Path) -> None:
+    import threading
+
+    from persistdict import ClosedError
+
+    errors: list[BaseException] = []
+    reads = 0
+    d = persistdict.open(tmp_path / "close.lmdb", sync=False)
+    d["k"] = 1
+
+    def read() -> None:
+        nonlocal reads
+        try:
+            for _ in range(10_000_000):
+                assert d["k"] == 1
+                assert "k" in d
+                reads += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    while reads < 100 and thread.is_alive():
+        pass
+    d.close()
+    thread.join(30)
+    assert len(errors) == 1, errors
+    assert isinstance(errors[0], ClosedError), errors
+    assert "is closed; open it again" in str(errors[0])
+
+
+def test_iterating_holds_one_page_of_keys_at_a_time(tmp_path: Path) -> None:
+    import tracemalloc
+
+    with persistdict.open(tmp_path / "flat.lmdb", sync=False) as d:
+        d.update({f"key_{i:06d}": i for i in range(30_000)})
+        tracemalloc.start()
+        try:
+            assert sum(1 for _ in d) == 30_000
+            keys_peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.reset_peak()
+            assert sum(v for _, v in d.items()) == sum(range(30_000))
+            items_peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    # 30,000 keys as str objects take about 2 MB; a page of them about 70 KB.
+    assert keys_peak < 400_000, keys_peak
+    assert items_peak < 600_000, items_peak

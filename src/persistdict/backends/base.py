@@ -173,6 +173,11 @@ class BackendBase:
     native_transactions: ClassVar[bool] = False
     #: Data outlives ``close()`` (false only for the memory backend).
     persistent: ClassVar[bool] = True
+    #: ``get``, ``contains``, ``count`` and each step of ``iter_keys``/``iter_items`` may be
+    #: called by any thread without the dict's lock: the backend serializes them itself and
+    #: makes them wait while another thread is inside ``transaction()``. ``PersistDict`` then
+    #: skips its lock on those reads (unless it has a writeback cache to guard).
+    thread_safe_reads: ClassVar[bool] = False
     #: The constructor takes the whole URL (network stores), not a file path.
     takes_url: ClassVar[bool] = False
 

@@ -203,6 +203,7 @@ class PostgresBackend(BackendBase):
             sql.Identifier(self.schema, self.table) if self.schema else sql.Identifier(self.table)
         )
         self._lock = _lock_id(self.schema or "", self.table)
+        self._statements: dict[str, str] = {}
         self._cx: Any = None
         cx = self._connect()
         try:
@@ -296,7 +297,17 @@ class PostgresBackend(BackendBase):
             cx.execute(self._sql(f"CREATE TABLE IF NOT EXISTS {{t}} ({body})"))
 
     def _sql(self, text: str) -> Any:
-        return self._pg.sql.SQL(text).format(t=self._ident)
+        """``text`` with ``{t}`` replaced by the quoted table name, as a plain string.
+
+        Kept per backend: composing it anew cost more than the client's share of a get, and
+        a plain string lets psycopg prepare a statement that is run again and again."""
+        try:
+            return self._statements[text]
+        except KeyError:
+            pass
+        statement = self._pg.sql.SQL(text).format(t=self._ident).as_string(self._cx)
+        self._statements[text] = statement
+        return statement
 
     @property
     def _conn(self) -> Any:

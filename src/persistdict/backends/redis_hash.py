@@ -513,27 +513,39 @@ class RedisBackend(BackendBase):
             total += int(pending) - int(bool(on_server))
         return int(total)
 
+    def _scan_pages(self) -> Iterator[dict[bytes, bytes]]:
+        """The hash's fields and values, one HSCAN reply at a time (errors translated once
+        per reply, not per field: that cost more than decoding the field)."""
+        cursor = 0
+        while True:
+            with self._errors():
+                cursor, page = self._r.hscan(self._key, cursor, count=_SCAN_COUNT)
+            yield page
+            if not cursor:
+                return
+
     def iter_items(self) -> Iterator[tuple[str, Any]]:
         view = _merged(self._layers) if self._layers else None
         if view is None or not view.cleared:
-            scan = self._r.hscan_iter(self._key, count=_SCAN_COUNT)
-            while True:
-                with self._errors():
-                    got = next(scan, None)
-                if got is None:
-                    break
-                k, v = got
-                if view is not None and k in view.writes:
-                    continue  # the pending version is yielded below
-                yield k.decode("utf-8"), v
+            for page in self._scan_pages():
+                if view is None:
+                    yield from zip(map(bytes.decode, page), page.values(), strict=True)
+                    continue
+                for k, v in page.items():
+                    if k not in view.writes:  # else the pending version is yielded below
+                        yield k.decode("utf-8"), v
         if view is not None:
             for k, pending in view.writes.items():
                 if pending is not None:
                     yield k.decode("utf-8"), pending
 
     def iter_keys(self) -> Iterator[str]:
-        for key, _ in self.iter_items():
-            yield key
+        if self._layers:
+            for key, _ in self.iter_items():
+                yield key
+            return
+        for page in self._scan_pages():
+            yield from map(bytes.decode, page)
 
     # Transactions.
 
