@@ -13,6 +13,7 @@ import pytest
 import persistdict
 from persistdict import LockedError, PersistDict
 from persistdict.testing import MappingConformance
+from tests.backends.test_sqlite import read_as, root_owned_folder  # noqa: F401
 from tests.conftest import (
     STRESS,
     acknowledged_before_kill,
@@ -270,3 +271,23 @@ def test_bit_flips_give_the_data_or_a_corrupt_error(tmp_path: Path) -> None:
     outcomes = [line.split()[1] for line in done.stdout.splitlines()]
     assert len(outcomes) == trials
     assert "corrupt" in outcomes  # the fuzz reaches the checks
+
+
+def test_a_reader_who_may_not_write_the_lock_file_is_told_why_and_what_to_do(
+    root_owned_folder: Path,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """LMDB readers register in ``lock.mdb``; a reader who may not write it was told the
+    environment "can't be written", which it never asked to do."""
+    target = root_owned_folder / "data.lmdb"
+    with persistdict.open(target) as d:
+        d["k"] = 1
+    target.chmod(0o755)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    answer = read_as(target, nobody=True)
+    assert answer["error"] == "PermissionError", answer
+    message = answer["message"]
+    assert f"can't read {str(target)!r}" in message
+    assert "lock.mdb" in message
+    assert "write access" in message
+    assert "can't be written" not in message
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before

@@ -30,6 +30,7 @@ pages (a long read transaction would stop LMDB from reusing pages) and memory st
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -380,6 +381,15 @@ class LmdbBackend(BackendBase):
             return CorruptError(
                 f"{self.path!r} is not a usable LMDB environment ({exc}); it was left "
                 "untouched. Restore a backup or check the path"
+            )
+        if isinstance(exc, lmdb.ReadonlyError) and self.read_only:
+            # Readers write too: each takes a slot in lock.mdb (py-lmdb's EACCES is this class).
+            return PermissionError(
+                errno.EACCES,
+                f"can't read {self.path!r}: LMDB readers register in its lock file lock.mdb, "
+                f"and this user may not open it for writing or create it ({exc}). Give this "
+                "user write access to lock.mdb and its folder (through a group both users "
+                "share, say), or copy the environment somewhere writable",
             )
         if isinstance(exc, lmdb.ReadonlyError):
             return PermissionError(f"{self.path!r} can't be written: {exc}")

@@ -391,15 +391,20 @@ class SqliteBackend(BackendBase):
                 self.immutable = True  # nothing can write on this mount: nothing can change
                 return self._probe(real, "immutable=1")
             names = " and ".join(f"{os.path.basename(self.path)}{end}" for end in missing)
-            raise PermissionError(
-                errno.EACCES,
+            message = (
                 f"can't read {self.path!r}: it is a SQLite database in WAL mode, which SQLite "
                 f"reads only with its side files beside it, and this user may not create "
                 f"{names} in {folder!r} ({exc}). Read it while a writer has it open (the "
                 "writer keeps those files), give this user write access to the folder, or copy "
-                "the file somewhere writable; if nothing writes the database while you read "
-                "it, open it with immutable=True",
-            ) from exc
+                "the file somewhere writable"
+            )
+            error = PermissionError(
+                errno.EACCES,
+                f"{message}; if nothing writes the database while you read it, open it with "
+                "immutable=True",
+            )
+            error.cli_message = message  # type: ignore[attr-defined]  # no such option there
+            raise error from exc
 
     def _check_table_exists(self, cx: sqlite3.Connection) -> None:
         # As for a missing file: a mistyped table must not read as an empty dict (a backup
