@@ -37,6 +37,11 @@ _WARNED = re.compile(r"discard|delet|erase|replac\w* (them|it|\{\})|is lost|are 
 _PYTHON = re.compile(r"\b[a-z_]+=(True|False|'|\"|\s|,|$)|\b[a-z_]+\(\)")
 
 
+def _trust(backend: str) -> list[str]:
+    """The command line's opt-in a pickle file needs (SPEC 10), whatever the test is about."""
+    return ["--trust-pickle"] if backend == "pickle" else []
+
+
 def _assert_keeps_data(message: str) -> None:
     if _DELETING.search(message):
         assert _WARNED.search(message), f"a data-deleting remedy, unannounced: {message}"
@@ -64,11 +69,11 @@ def test_corrupt_snapshot_offers_recover_check_and_backup_never_flag_n(
     assert not _PYTHON.search(cli), cli
     assert path.read_bytes() == damaged
 
-    result = run("get", path, "a", "--backend", backend)
+    result = run("get", path, "a", "--backend", backend, *_trust(backend))
     assert_one_line_error(result, 1, "--recover", "persistdict check", "restore a backup")
     assert "recover=True" not in result.stderr
     assert "flag" not in result.stderr
-    result = run("check", path, "--backend", backend)
+    result = run("check", path, "--backend", backend, *_trust(backend))
     assert result.returncode == 1
     assert "--recover" in result.stdout
     assert not _PYTHON.search(result.stdout), result.stdout
@@ -81,7 +86,7 @@ def test_cli_recover_reads_then_restores_the_previous_generation(
 ) -> None:
     path = _two_generations(tmp_path, backend)
     damaged = _damage(path)
-    result = run("get", path, "a", "--backend", backend, "--recover")
+    result = run("get", path, "a", "--backend", backend, *_trust(backend), "--recover")
     assert (result.returncode, result.stdout) == (0, '"1"\n'), result.stderr
     assert result.stderr.startswith("persistdict: warning: ")
     assert "--recover read the previous generation instead; no file was changed" in result.stderr
@@ -89,7 +94,7 @@ def test_cli_recover_reads_then_restores_the_previous_generation(
     assert len(result.stderr.splitlines()) == 1
     assert path.read_bytes() == damaged  # reading changes nothing
 
-    result = run("set", path, "b", '"3"', "--backend", backend, "--recover")
+    result = run("set", path, "b", '"3"', "--backend", backend, *_trust(backend), "--recover")
     assert result.returncode == 0, result.stderr
     assert "--recover restored the previous generation" in result.stderr
     kept = [p for p in tmp_path.iterdir() if p.name.startswith(f"{path.name}.corrupt-")]
@@ -386,12 +391,12 @@ def test_failing_dump_prints_nothing_on_stdout(tmp_path: Path) -> None:
     with persistdict.open(target, serializer="pickle") as d:
         d.update({f"k{i:03d}": i for i in range(200)})
         d["zzz"] = {1, 2}  # a set: no JSON for it, and sqlite lists it last
-    result = run("dump", target, "--serializer", "pickle")
+    result = run("dump", target, "--serializer", "pickle", "--trust-pickle")
     assert_one_line_error(result, 2, "key 'zzz'", "can't be shown as JSON")
     assert result.stdout == ""
     with persistdict.open(target, serializer="pickle") as d:
         del d["zzz"]
-    result = run("dump", target, "--serializer", "pickle")
+    result = run("dump", target, "--serializer", "pickle", "--trust-pickle")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {f"k{i:03d}": i for i in range(200)}
 
