@@ -431,3 +431,18 @@ def test_recover_warning_is_singular_for_one_key(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         persistdict.open(path, flag="r", recover=True).close()
     assert "It holds 1 key as saved" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("target", ["noext", "garbage", "nosuch://x", "br{ace}s"])
+def test_an_unknown_backend_is_explained_with_cli_options(tmp_path: Path, target: str) -> None:
+    """``backend=`` and ``format='json'`` mean nothing in a shell: the command line's error
+    names ``--backend`` and ``--format``; the API's keeps its keyword arguments."""
+    (tmp_path / "garbage").write_bytes(b"\x00\x01 neither json nor sqlite")
+    result = run("get", target, "k", cwd=tmp_path)
+    assert_one_line_error(result, 2, "--backend")
+    assert not _PYTHON.search(result.stderr), result.stderr
+    with pytest.raises(ValueError, match="backend=") as caught:
+        persistdict.open(tmp_path / target if "://" not in target else target)
+    assert "--backend" not in str(caught.value)
+    assert (tmp_path / "garbage").read_bytes() == b"\x00\x01 neither json nor sqlite"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage"]
