@@ -18,7 +18,12 @@ from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
 from persistdict.errors import ClosedError, CorruptError, no_such
-from persistdict.fileio import resolve_data_path
+from persistdict.fileio import (
+    atomic_write,
+    fsync_file,
+    remove_stale_temps,
+    resolve_data_path,
+)
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
 __all__ = ["DbmBackend"]
@@ -77,6 +82,45 @@ def _check_dumb_index(path: str, db: Any) -> None:
                 f"the entry of key {key!r} is {entry!r}, not an (offset, size) inside the "
                 f"{size}-byte .dat file",
             )
+
+
+def _is_dumb(db: Any) -> bool:
+    """Whether ``db`` is a ``dbm.dumb`` database with the private parts this module relies on
+    (the same in CPython 3.10 to 3.13)."""
+    return all(
+        isinstance(getattr(db, name, None), want)
+        for name, want in (("_index", dict), ("_dirfile", (str, bytes)), ("_datfile", (str, bytes)))
+    ) and isinstance(getattr(db, "_modified", None), bool)
+
+
+def _index_only_in_memory(db: Any) -> None:
+    """Stop ``db`` (dbm.dumb) from appending each new key to its ``.dir`` file in place: an
+    append cut short by a full disk or a crash leaves a torn index that no longer opens. New
+    keys then wait in memory, like changed ones, for :func:`_save_dumb_index`."""
+
+    def add_key(key: bytes, position_and_size: tuple[int, int]) -> None:
+        db._index[key] = position_and_size
+
+    db._addkey = add_key
+
+
+def _save_dumb_index(db: Any) -> None:
+    """Save dbm.dumb's index as snapshot files are saved, instead of its own ``_commit``,
+    which renames the index away and rewrites it in place (torn by a full disk: every key
+    lost). The values the index points at are fsynced first; then the whole index is written
+    to a temp file and renamed over the ``.dir`` file (:func:`~persistdict.fileio.atomic_write`).
+    On failure nothing on disk changed and the index stays unsaved, for a retry."""
+    if not db._modified:
+        return
+    fd = os.open(os.fsdecode(db._datfile), os.O_RDONLY)
+    try:
+        fsync_file(fd)
+    finally:
+        os.close(fd)
+    # dbm.dumb's own line format, which its _update reads back: repr of the Latin-1 key.
+    text = "".join(f"{key.decode('Latin-1')!r}, {entry!r}\n" for key, entry in db._index.items())
+    atomic_write(os.fsdecode(db._dirfile), text.encode("Latin-1"), getattr(db, "_mode", None))
+    db._modified = False
 
 
 def _key_bytes(key: str) -> bytes:
@@ -150,13 +194,21 @@ class DbmBackend(BackendBase):
         except BaseException:
             self._release()
             raise
-        if kind == "dbm.dumb":
+        self._dumb = _is_dumb(self._db)
+        if self._dumb:
             try:
                 _check_dumb_index(self.path, self._db)
             except BaseException:
                 self._db.close()
                 self._release()
                 raise
+            if not self.read_only:
+                _index_only_in_memory(self._db)
+                remove_stale_temps(self.path + ".dir")  # of a save cut short; we hold the lock
+                if not os.path.exists(os.fsdecode(self._db._dirfile)):
+                    # A new database: its .dir, even empty, is how dbm.whichdb tells it exists.
+                    self._db._modified = True
+                    _save_dumb_index(self._db)
 
     def _release(self) -> None:
         lock, self._lock = self._lock, None
@@ -226,6 +278,8 @@ class DbmBackend(BackendBase):
         db = self._db
         if db is not None and not self.read_only and hasattr(db, "sync"):
             self.check_writable()
+            if self._dumb:
+                _save_dumb_index(db)
             db.sync()
 
     def prepare_fork(self) -> None:
@@ -242,6 +296,12 @@ class DbmBackend(BackendBase):
             self._lock = None  # the parent's; locking.py already let go of the child's copy
             return
         if db is not None:
+            if self._dumb and not self.read_only:
+                try:
+                    _save_dumb_index(db)
+                except BaseException:
+                    self._db = db  # still open: a close() after freeing space saves it
+                    raise
             try:
                 db.close()
             finally:
