@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -13,7 +14,12 @@ import pytest
 import persistdict
 from persistdict import LockedError, PersistDict
 from persistdict.testing import MappingConformance
-from tests.backends.test_sqlite import read_as, root_owned_folder  # noqa: F401
+from tests.backends.test_sqlite import (  # noqa: F401 (fixtures)
+    SmallDisk,
+    read_as,
+    root_owned_folder,
+    small_disk,
+)
 from tests.conftest import (
     STRESS,
     acknowledged_before_kill,
@@ -291,3 +297,24 @@ def test_a_reader_who_may_not_write_the_lock_file_is_told_why_and_what_to_do(
     assert "write access" in message
     assert "can't be written" not in message
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+
+
+def test_a_full_disk_is_an_os_error_naming_the_environment_and_loses_nothing(
+    small_disk: SmallDisk,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """py-lmdb's own ``lmdb.DiskError`` named no file, said nothing of what to do, and was not
+    an ``OSError``, so code that handles a full disk (``except OSError``) missed it."""
+    target = small_disk.folder / "data.lmdb"
+    acknowledged = {}
+    with persistdict.open(target) as d:
+        with pytest.raises(OSError, match="No space left") as caught:
+            for i in range(1000):  # bounded: 2 MB of values on a 1 MiB disk
+                d[f"k{i}"] = "v" * 2000
+                acknowledged[f"k{i}"] = "v" * 2000
+        assert caught.value.errno == errno.ENOSPC
+        assert repr(str(target)) in str(caught.value)
+        assert "free some space and retry" in str(caught.value).lower()
+        assert str(caught.value).count(str(target)) == 1
+        assert acknowledged
+    with persistdict.open(target, flag="r") as reader:
+        assert dict(reader) == acknowledged

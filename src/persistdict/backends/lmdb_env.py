@@ -382,6 +382,15 @@ class LmdbBackend(BackendBase):
                 f"{self.path!r} is not a usable LMDB environment ({exc}); it was left "
                 "untouched. Restore a backup or check the path"
             )
+        if isinstance(exc, lmdb.DiskError):
+            # Not an OSError in py-lmdb: callers handling a full disk would miss it.
+            full = "No space" in str(exc)
+            return OSError(
+                errno.ENOSPC if full else errno.EIO,
+                f"{exc}. That write was not committed; every write returned before it is "
+                f"kept. {'Free some space' if full else 'Check the disk'} and retry",
+                self.path,
+            )
         if isinstance(exc, lmdb.ReadonlyError) and self.read_only:
             # Readers write too: each takes a slot in lock.mdb (py-lmdb's EACCES is this class).
             return PermissionError(
