@@ -230,7 +230,14 @@ class DbmBackend(BackendBase):
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
         if isinstance(value, str):
-            value = value.encode("utf-8")
+            try:
+                value = value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"can't store the value for key {key!r} in the dbm database {self.path!r} "
+                    f"as UTF-8 ({exc.reason}); nothing was written. Encode such text yourself "
+                    "(for instance with the 'surrogateescape' error handler)"
+                ) from None
         self._live[_key_bytes(key)] = value
 
     def delete(self, key: str) -> None:
