@@ -446,3 +446,14 @@ def test_an_unknown_backend_is_explained_with_cli_options(tmp_path: Path, target
     assert "--backend" not in str(caught.value)
     assert (tmp_path / "garbage").read_bytes() == b"\x00\x01 neither json nor sqlite"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage"]
+
+
+def test_a_value_a_file_cant_hold_is_explained_in_cli_words(tmp_path: Path) -> None:
+    """``str()`` and ``None`` mean nothing to a shell user; the remedies are ``--text``, a JSON
+    string and JSON's ``null``."""
+    result = run("set", tmp_path / "t.csv", "k", "42")
+    assert_one_line_error(result, 2, "--text", "key 'k' got int")
+    assert not _PYTHON.search(result.stderr), result.stderr
+    assert run("set", tmp_path / "t.csv", "k", "42", "--text").returncode == 0
+    result = run("set", tmp_path / "t.json", "k", "1e999")  # json reads it as Infinity
+    assert_one_line_error(result, 2, "NaN or Infinity", "null")
