@@ -109,9 +109,8 @@ def test_missing_environment_and_read_only(tmp_path: Path) -> None:
         persistdict.open(tmp_path / "none.lmdb", "r")
     with persistdict.open(tmp_path / "e.lmdb", table="a") as d:
         d["x"] = 1
-    with persistdict.open(tmp_path / "e.lmdb", "r", table="never_written") as d:
-        assert len(d) == 0
-        assert list(d) == []
+    with pytest.raises(FileNotFoundError, match="has no table 'never_written'; its tables: a"):
+        persistdict.open(tmp_path / "e.lmdb", "r", table="never_written")
 
 
 def test_processes_incrementing_in_transactions_end_exact(tmp_path: Path) -> None:
@@ -318,3 +317,31 @@ def test_a_full_disk_is_an_os_error_naming_the_environment_and_loses_nothing(
         assert acknowledged
     with persistdict.open(target, flag="r") as reader:
         assert dict(reader) == acknowledged
+
+
+@pytest.mark.parametrize("flag", ["r", "w"])
+def test_a_missing_table_is_an_error_naming_the_tables_not_an_empty_dict(
+    tmp_path: Path, flag: str
+) -> None:
+    """As on SQLite and PostgreSQL (issue 15): a mistyped ``table=`` read as an empty dict, so
+    ``persistdict dump data.lmdb --table evnts > backup.json`` wrote an empty backup."""
+    target = tmp_path / "data.lmdb"
+    with persistdict.open(target, table="events") as d:
+        d["k"] = 1
+    with pytest.raises(FileNotFoundError, match="has no table 'evnts'") as caught:
+        persistdict.open(target, flag=flag, table="evnts")
+    assert "its tables: events" in str(caught.value)
+    with pytest.raises(FileNotFoundError):  # and flag="w" did not create it
+        persistdict.open(target, flag="r", table="evnts")
+    result = subprocess.run(
+        [sys.executable, "-m", "persistdict", "dump", str(target), "--table", "evnts"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
+    )
+    assert (result.returncode, result.stdout) == (2, ""), result
+    assert "no table 'evnts'" in result.stderr
+    assert "events" in result.stderr
+    with persistdict.open(target, flag="r", table="events") as d:
+        assert dict(d) == {"k": 1}

@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 
 from persistdict.backends.base import (
     BackendBase,
+    MissingTableError,
     check_flag,
     check_table_name,
     fork_generation,
@@ -299,7 +300,12 @@ class LmdbBackend(BackendBase):
         self._shared = shared
         self._generation = shared.generation
         try:
-            self._db = self._open_db(create=not self.read_only)
+            # flag "w", like "r", wants the table to be there: a mistyped name must not read
+            # as an empty dict (nor be created), as on SQLite and PostgreSQL.
+            must_exist = initial and self._flag in ("r", "w")
+            self._db = self._open_db(create=not self.read_only and not must_exist)
+            if self._db is None and must_exist:
+                raise MissingTableError(repr(self.path), self.table, self._table_names())
             if initial and self._flag == "n":
                 self._write(lambda txn: txn.drop(self._db, delete=False))
         except BaseException:
@@ -325,6 +331,16 @@ class LmdbBackend(BackendBase):
                 f"{self.path!r} already holds max_dbs={self._max_dbs} tables; reopen the "
                 "environment with a larger max_dbs="
             ) from exc
+
+    def _table_names(self) -> list[str]:
+        """The tables of the environment: the keys of LMDB's main database, where it keeps
+        the names of the named databases (persistdict stores nothing else there)."""
+        env = self._env_for_io()
+        with self._guard(), env.begin() as txn:
+            return [
+                bytes(name).decode("utf-8", "replace")
+                for name in txn.cursor().iternext(values=False)
+            ]
 
     def _detach(self) -> None:
         shared, self._shared = self._shared, None
