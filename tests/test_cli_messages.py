@@ -457,3 +457,21 @@ def test_a_value_a_file_cant_hold_is_explained_in_cli_words(tmp_path: Path) -> N
     assert run("set", tmp_path / "t.csv", "k", "42", "--text").returncode == 0
     result = run("set", tmp_path / "t.json", "k", "1e999")  # json reads it as Infinity
     assert_one_line_error(result, 2, "NaN or Infinity", "null")
+
+
+def test_check_reports_an_undecodable_value_with_cli_remedies(tmp_path: Path) -> None:
+    """``check`` quoted the API's message for a value that doesn't decode: "open it with the
+    serializer that wrote it (serializer=), or run d.backend.check()"."""
+    target = tmp_path / "data.db"
+    with persistdict.open(target) as d:
+        d["good"] = 1
+    with sqlite3.connect(target) as cx:
+        cx.execute("INSERT INTO items VALUES ('bad', '{not json')")
+    cx.close()
+    result = run("check", target)
+    assert result.returncode == 1, result
+    assert "broken:" in result.stdout
+    assert "key 'bad'" in result.stdout
+    assert "--serializer" in result.stdout
+    assert "serializer=)" not in result.stdout
+    assert "d.backend.check()" not in result.stdout
