@@ -37,6 +37,11 @@ _WARNED = re.compile(r"discard|delet|erase|replac\w* (them|it|\{\})|is lost|are 
 _PYTHON = re.compile(r"\b[a-z_]+=(True|False|'|\"|\s|,|$)|\b[a-z_]+\(\)")
 
 
+def _trust(backend: str) -> list[str]:
+    """The command line's opt-in a pickle file needs (SPEC 10), whatever the test is about."""
+    return ["--trust-pickle"] if backend == "pickle" else []
+
+
 def _assert_keeps_data(message: str) -> None:
     if _DELETING.search(message):
         assert _WARNED.search(message), f"a data-deleting remedy, unannounced: {message}"
@@ -431,3 +436,47 @@ def test_recover_warning_is_singular_for_one_key(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         persistdict.open(path, flag="r", recover=True).close()
     assert "It holds 1 key as saved" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("target", ["noext", "garbage", "nosuch://x", "br{ace}s"])
+def test_an_unknown_backend_is_explained_with_cli_options(tmp_path: Path, target: str) -> None:
+    """``backend=`` and ``format='json'`` mean nothing in a shell: the command line's error
+    names ``--backend`` and ``--format``; the API's keeps its keyword arguments."""
+    (tmp_path / "garbage").write_bytes(b"\x00\x01 neither json nor sqlite")
+    result = run("get", target, "k", cwd=tmp_path)
+    assert_one_line_error(result, 2, "--backend")
+    assert not _PYTHON.search(result.stderr), result.stderr
+    with pytest.raises(ValueError, match="backend=") as caught:
+        persistdict.open(tmp_path / target if "://" not in target else target)
+    assert "--backend" not in str(caught.value)
+    assert (tmp_path / "garbage").read_bytes() == b"\x00\x01 neither json nor sqlite"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage"]
+
+
+def test_a_value_a_file_cant_hold_is_explained_in_cli_words(tmp_path: Path) -> None:
+    """``str()`` and ``None`` mean nothing to a shell user; the remedies are ``--text``, a JSON
+    string and JSON's ``null``."""
+    result = run("set", tmp_path / "t.csv", "k", "42")
+    assert_one_line_error(result, 2, "--text", "key 'k' got int")
+    assert not _PYTHON.search(result.stderr), result.stderr
+    assert run("set", tmp_path / "t.csv", "k", "42", "--text").returncode == 0
+    result = run("set", tmp_path / "t.json", "k", "1e999")  # json reads it as Infinity
+    assert_one_line_error(result, 2, "NaN or Infinity", "null")
+
+
+def test_check_reports_an_undecodable_value_with_cli_remedies(tmp_path: Path) -> None:
+    """``check`` quoted the API's message for a value that doesn't decode: "open it with the
+    serializer that wrote it (serializer=), or run d.backend.check()"."""
+    target = tmp_path / "data.db"
+    with persistdict.open(target) as d:
+        d["good"] = 1
+    with sqlite3.connect(target) as cx:
+        cx.execute("INSERT INTO items VALUES ('bad', '{not json')")
+    cx.close()
+    result = run("check", target)
+    assert result.returncode == 1, result
+    assert "broken:" in result.stdout
+    assert "key 'bad'" in result.stdout
+    assert "--serializer" in result.stdout
+    assert "serializer=)" not in result.stdout
+    assert "d.backend.check()" not in result.stdout

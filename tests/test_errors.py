@@ -216,3 +216,48 @@ def test_csv_refuses_nul_characters_it_could_not_read_back(tmp_path: Path) -> No
         with pytest.raises(ValueError, match="NUL character"):
             d["c\0"] = "z"
     assert persistdict.open(path, "r") == {"a": "1"}
+
+
+# A key or value UTF-8 can't encode (a lone surrogate): one clear error on every file backend.
+
+_UTF8_TARGETS = {
+    "sqlite": ("data.db", {}),
+    "sqlite-batched": ("data.db", {"commit_every": 10}),
+    "dbm": ("shelf", {"backend": "dbm"}),
+    "lmdb": ("data.lmdb", {}),
+}
+
+
+@pytest.mark.parametrize("where", ["key", "value", "nested-value", "update"])
+@pytest.mark.parametrize("name", sorted(_UTF8_TARGETS))
+def test_a_lone_surrogate_is_refused_naming_the_key_and_nothing_changes(
+    tmp_path: Path, name: str, where: str
+) -> None:
+    """SQLite and dbm let the encoder's bare ``UnicodeEncodeError`` out (no key, no file, no
+    remedy); LMDB, Redis and PostgreSQL said which key can't be stored as UTF-8."""
+    if name == "lmdb":
+        pytest.importorskip("lmdb")
+    if name == "dbm" and where in ("key", "update"):
+        pytest.skip("dbm keeps such keys as they are (surrogatepass) and reads them back")
+    path, options = _UTF8_TARGETS[name]
+    key, value = "k", "ok"
+    if where == "key":
+        key = "bad\ud800"
+    elif where == "value":
+        value = "bad\udcff"
+    elif where == "nested-value":
+        value = ["bad\udcff"]  # type: ignore[assignment]
+    with persistdict.open(tmp_path / path, **options) as d:
+        d["kept"] = 1
+        with pytest.raises(ValueError, match="UTF-8") as caught:
+            if where == "update":
+                d.update({"a": 1, "bad\ud800": 2})
+            else:
+                d[key] = value
+        message = str(caught.value)
+        assert "can't store" in message, message
+        if where != "update":
+            assert repr(key) in message, message
+        d["after"] = 2
+    with persistdict.open(tmp_path / path, flag="r", **options) as d:
+        assert dict(d) == {"kept": 1, "after": 2}

@@ -9,6 +9,7 @@ import dbm
 import os
 import sqlite3
 import urllib.parse
+from collections.abc import Callable
 
 from persistdict.backends import available, loaded_classes
 from persistdict.fileio import resolve_data_path
@@ -93,9 +94,11 @@ def detect_backend(target: str | os.PathLike[str], fmt: str | None = None) -> st
             "schemes", scheme, third_party=True
         )
         if name is None:
-            raise ValueError(
-                f"no backend handles URLs starting {scheme}://; choose backend= one of: "
-                f"{', '.join(available())}"
+            raise _unknown(
+                lambda backend, _: (
+                    f"no backend handles URLs starting {scheme}://; choose "
+                    f"{backend} one of: {', '.join(available())}"
+                )
             )
         return name
     suffix = os.path.splitext(text)[1].lower()
@@ -114,12 +117,26 @@ def detect_backend(target: str | os.PathLike[str], fmt: str | None = None) -> st
         name = sniff_file(text)
         if name is not None:
             return name
-        raise ValueError(
-            f"can't tell which backend stores {text!r}: its extension and its first bytes match "
-            f"none. Pass backend= one of: {', '.join(available())}, or format='json'|'csv'|'pickle'"
+        raise _unknown(
+            lambda backend, format_: (
+                f"can't tell which backend stores {text!r}: its extension "
+                f"and its first bytes match none. Pass {backend} one of: "
+                f"{', '.join(available())}, or {format_}"
+            )
         )
-    raise ValueError(
-        f"can't tell which backend to use for {text!r} from its extension. Use .json, .db, "
-        ".sqlite, .csv or .lmdb, a URL, or pass backend= one of: "
-        f"{', '.join(available())} (or format='json'|'csv'|'pickle')"
+    raise _unknown(
+        lambda backend, format_: (
+            f"can't tell which backend to use for {text!r} from its "
+            f"extension. Use .json, .db, .sqlite, .csv or .lmdb, a URL, or pass {backend} one of: "
+            f"{', '.join(available())} (or {format_})"
+        )
     )
+
+
+def _unknown(say: Callable[[str, str], str]) -> ValueError:
+    """The ``ValueError`` for a target no backend claims, its remedy in the caller's words:
+    ``say(backend, format)`` is called with the API's keyword arguments, then with the
+    command line's options (kept as ``cli_message``)."""
+    error = ValueError(say("backend=", "format='json'|'csv'|'pickle'"))
+    error.cli_message = say("--backend", "--format json|csv|pickle")  # type: ignore[attr-defined]
+    return error

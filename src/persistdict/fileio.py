@@ -412,6 +412,27 @@ def atomic_write(
             os.unlink(tmp)
         raise
     fsync_directory(folder)
+    if keep_previous and old is not None:
+        _close_previous(target, old)
+
+
+def _close_previous(target: Path, old: os.stat_result) -> None:
+    """Keep only the owner's bits on the previous generation, now that the new version is in
+    place and the old file has no other name; best effort, like the link itself.
+
+    Until the rename the old file was the data file, with the data file's mode, so this
+    widens nothing; afterwards the data file's mode may be narrowed (``chmod 600``) while the
+    older version waits beside it, and others must not read it there. ``restore_previous``
+    gives it the data file's mode back.
+    """
+    with contextlib.suppress(OSError):
+        fd = open_side_file(previous_path(target), os.O_RDONLY)
+        try:
+            kept = os.fstat(fd)
+            if (kept.st_ino, kept.st_dev) == (old.st_ino, old.st_dev) and hasattr(os, "fchmod"):
+                os.fchmod(fd, stat.S_IMODE(kept.st_mode) & stat.S_IRWXU)
+        finally:
+            os.close(fd)
 
 
 def give_owner_and_mode(path: str | os.PathLike[str], old: os.stat_result) -> None:
@@ -471,7 +492,17 @@ def restore_previous(path: str | os.PathLike[str]) -> Path:
             errno.ENOENT, "no previous generation", os.fspath(previous)
         ) from None
     check_side_file(previous)
-    _check_previous_owner(previous, kept_st, os.stat(target))
+    target_st = os.stat(target)
+    _check_previous_owner(previous, kept_st, target_st)
+    if hasattr(os, "fchmod"):
+        # Back in place, it takes the data file's mode again (see _close_previous); only
+        # its owner or root may, and the restore goes on without it.
+        fd = open_side_file(previous, os.O_RDONLY)
+        try:
+            with contextlib.suppress(PermissionError):
+                os.fchmod(fd, stat.S_IMODE(target_st.st_mode))
+        finally:
+            os.close(fd)
     stem = f"{target.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     for n in itertools.count():
         kept = target.parent / (stem if n == 0 else f"{stem}-{n}")

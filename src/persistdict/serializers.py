@@ -96,7 +96,7 @@ def why_not_json(exc: BaseException) -> str:
     if isinstance(exc, ValueError) and text.startswith("Out of range float values"):
         return (
             "it holds NaN or Infinity, which are not valid JSON (other JSON readers reject "
-            "them); store None or a string such as 'nan' instead"
+            "them); store None (JSON null) or a string such as 'nan' instead"
         )
     return text
 

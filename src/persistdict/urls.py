@@ -45,13 +45,24 @@ def url_path(target: str) -> str:
 
 
 # Query parameters whose value is a secret (libpq's names; redis-py reads ``password`` too).
-_SECRET_QUERY = re.compile(r"[?&;](?:password|passfile|sslpassword)=([^&;]*)", re.IGNORECASE)
+# Both drivers %-decode a parameter's name before reading it, so ``pass%77ord`` is one too.
+_SECRET_NAMES = frozenset({"password", "passfile", "sslpassword"})
+_QUERY_PARAM = re.compile(r"[?&;]([^=&;#]*)=([^&;]*)")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _MASK = "***"
 #: Secrets shorter than this are masked inside the URL but not searched for in other text
 #: (a driver's message): replacing every "ab" in a message would garble it. Such passwords
 #: only reach a driver from a well-formed URL (see ``check_url``), which drivers don't echo.
 _SHORTEST_SEARCHED = 4
+
+
+def _secret_query_spans(target: str, start: int) -> list[tuple[int, int]]:
+    """Where the values of ``target``'s secret query parameters are, searching from ``start``."""
+    return [
+        m.span(2)
+        for m in _QUERY_PARAM.finditer(target, start)
+        if unquote_plus(m.group(1)).strip().lower() in _SECRET_NAMES
+    ]
 
 
 def _secret_spans(target: str) -> list[tuple[int, int]]:
@@ -71,7 +82,7 @@ def _secret_spans(target: str) -> list[tuple[int, int]]:
     colon, at = target.find(":", start), target.rfind("@", start)
     if colon != -1 and colon < at:
         spans.append((colon + 1, at))
-    spans += [m.span(1) for m in _SECRET_QUERY.finditer(target, start - 1)]
+    spans += _secret_query_spans(target, start - 1)
     merged: list[tuple[int, int]] = []
     for begin, end in sorted(s for s in spans if s[1] > s[0]):
         if merged and begin <= merged[-1][1]:
@@ -211,17 +222,26 @@ def check_url(url: str) -> None:
         )
     elif "@" in userinfo:
         problem = "the user name or password holds an '@'"
-    elif any(
-        _BAD_ESCAPE.search(secret)
-        for secret in [userinfo, *(m.group(1) for m in _SECRET_QUERY.finditer(url))]
-    ):
+    secrets = [userinfo, *(url[begin:end] for begin, end in _secret_query_spans(url, 0))]
+    if problem is None and any(_BAD_ESCAPE.search(secret) for secret in secrets):
         problem = "the user name or password holds a '%' that is not a %-escape such as %40"
+    elif problem is None and not all(_decodes(secret) for secret in secrets):
+        # psycopg raises a bare UnicodeDecodeError whose args hold the password's bytes.
+        problem = "the user name or password holds %-escapes whose bytes are not UTF-8"
     if problem is not None:
         raise ValueError(
             f"{mask_password(url)}: the URL can't be read as written: {problem}. "
             "Percent-encode these characters in the user name, password and query values: "
             "'#' as %23, '?' as %3F, '/' as %2F, '@' as %40, '%' as %25"
         )
+
+
+def _decodes(text: str) -> bool:
+    try:
+        unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def parse_bool(text: str) -> bool:

@@ -12,6 +12,7 @@ import pytest
 import persistdict
 from persistdict import PersistDict
 from persistdict.testing import MappingConformance
+from tests.backends.test_sqlite import SmallDisk, small_disk  # noqa: F401
 
 
 class TestDbm(MappingConformance):
@@ -119,3 +120,42 @@ def test_the_command_line_reports_a_damaged_dumb_index_with_exit_1(
     assert "Traceback" not in result.stderr
     shown = result.stdout + result.stderr
     assert f"{str(index)!r}, the index of the dbm.dumb database" in shown
+
+
+# A full disk while dbm.dumb saves its index ------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["flush", "close"])
+def test_a_full_disk_never_damages_the_saved_dumb_index_and_a_retry_saves_everything(
+    small_disk: SmallDisk,  # noqa: F811 (the fixture imported above)
+    fault: str,
+) -> None:
+    """dbm.dumb appends each new key to its ``.dir`` in place and rewrites the whole file at
+    ``sync()``/``close()`` after renaming the old one away: with the disk full, the index of
+    what the last flush saved was left torn (``CorruptError`` at the next open, every key
+    lost). The index must be replaced whole or not at all, and the unsaved writes kept for a
+    retry once space is freed."""
+    path = make_dumb(small_disk.folder, count=0)
+    saved = {f"old{i}": "o" * 100 for i in range(100)}
+    with persistdict.open(path, backend="dbm") as d:
+        d.update(saved)
+    index = (small_disk.folder / "shelf.dir").read_bytes()
+    small_disk.fill()
+    small_disk.free()  # room for some new values, not for all
+    (small_disk.folder / "filler").write_bytes(b"\0" * 300_000)
+    d = persistdict.open(path, backend="dbm")
+    acknowledged = {}
+    with pytest.raises(OSError, match="No space left"):
+        for i in range(1000):  # bounded: 2 MB of values on a 1 MiB disk
+            d[f"new{i}"] = "v" * 2000
+            acknowledged[f"new{i}"] = "v" * 2000
+    assert acknowledged
+    with pytest.raises(OSError, match="No space left"):
+        d.flush() if fault == "flush" else d.close()
+    assert (small_disk.folder / "shelf.dir").read_bytes() == index
+    with persistdict.open(path, backend="dbm", flag="r") as reader:
+        assert dict(reader) == saved
+    small_disk.free()
+    d.close()
+    with persistdict.open(path, backend="dbm", flag="r") as reader:
+        assert dict(reader) == saved | acknowledged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -13,6 +14,12 @@ import pytest
 import persistdict
 from persistdict import LockedError, PersistDict
 from persistdict.testing import MappingConformance
+from tests.backends.test_sqlite import (  # noqa: F401 (fixtures)
+    SmallDisk,
+    read_as,
+    root_owned_folder,
+    small_disk,
+)
 from tests.conftest import (
     STRESS,
     acknowledged_before_kill,
@@ -102,9 +109,8 @@ def test_missing_environment_and_read_only(tmp_path: Path) -> None:
         persistdict.open(tmp_path / "none.lmdb", "r")
     with persistdict.open(tmp_path / "e.lmdb", table="a") as d:
         d["x"] = 1
-    with persistdict.open(tmp_path / "e.lmdb", "r", table="never_written") as d:
-        assert len(d) == 0
-        assert list(d) == []
+    with pytest.raises(FileNotFoundError, match="has no table 'never_written'; its tables: a"):
+        persistdict.open(tmp_path / "e.lmdb", "r", table="never_written")
 
 
 def test_processes_incrementing_in_transactions_end_exact(tmp_path: Path) -> None:
@@ -405,3 +411,72 @@ def test_iterating_holds_one_page_of_keys_at_a_time(tmp_path: Path) -> None:
     # 30,000 keys as str objects take about 2 MB; a page of them about 70 KB.
     assert keys_peak < 400_000, keys_peak
     assert items_peak < 600_000, items_peak
+
+
+def test_a_reader_who_may_not_write_the_lock_file_is_told_why_and_what_to_do(
+    root_owned_folder: Path,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """LMDB readers register in ``lock.mdb``; a reader who may not write it was told the
+    environment "can't be written", which it never asked to do."""
+    target = root_owned_folder / "data.lmdb"
+    with persistdict.open(target) as d:
+        d["k"] = 1
+    target.chmod(0o755)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    answer = read_as(target, nobody=True)
+    assert answer["error"] == "PermissionError", answer
+    message = answer["message"]
+    assert f"can't read {str(target)!r}" in message
+    assert "lock.mdb" in message
+    assert "write access" in message
+    assert "can't be written" not in message
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+
+
+def test_a_full_disk_is_an_os_error_naming_the_environment_and_loses_nothing(
+    small_disk: SmallDisk,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """py-lmdb's own ``lmdb.DiskError`` named no file, said nothing of what to do, and was not
+    an ``OSError``, so code that handles a full disk (``except OSError``) missed it."""
+    target = small_disk.folder / "data.lmdb"
+    acknowledged = {}
+    with persistdict.open(target) as d:
+        with pytest.raises(OSError, match="No space left") as caught:
+            for i in range(1000):  # bounded: 2 MB of values on a 1 MiB disk
+                d[f"k{i}"] = "v" * 2000
+                acknowledged[f"k{i}"] = "v" * 2000
+        assert caught.value.errno == errno.ENOSPC
+        assert repr(str(target)) in str(caught.value)
+        assert "free some space and retry" in str(caught.value).lower()
+        assert str(caught.value).count(str(target)) == 1
+        assert acknowledged
+    with persistdict.open(target, flag="r") as reader:
+        assert dict(reader) == acknowledged
+
+
+@pytest.mark.parametrize("flag", ["r", "w"])
+def test_a_missing_table_is_an_error_naming_the_tables_not_an_empty_dict(
+    tmp_path: Path, flag: str
+) -> None:
+    """As on SQLite and PostgreSQL (issue 15): a mistyped ``table=`` read as an empty dict, so
+    ``persistdict dump data.lmdb --table evnts > backup.json`` wrote an empty backup."""
+    target = tmp_path / "data.lmdb"
+    with persistdict.open(target, table="events") as d:
+        d["k"] = 1
+    with pytest.raises(FileNotFoundError, match="has no table 'evnts'") as caught:
+        persistdict.open(target, flag=flag, table="evnts")
+    assert "its tables: events" in str(caught.value)
+    with pytest.raises(FileNotFoundError):  # and flag="w" did not create it
+        persistdict.open(target, flag="r", table="evnts")
+    result = subprocess.run(
+        [sys.executable, "-m", "persistdict", "dump", str(target), "--table", "evnts"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
+    )
+    assert (result.returncode, result.stdout) == (2, ""), result
+    assert "no table 'evnts'" in result.stderr
+    assert "events" in result.stderr
+    with persistdict.open(target, flag="r", table="events") as d:
+        assert dict(d) == {"k": 1}

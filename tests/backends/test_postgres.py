@@ -232,3 +232,14 @@ def test_a_missing_table_is_an_error_naming_the_tables_there(tmp_path: Path, fla
             assert dict(d.items()) == {"k": "events"}
     finally:
         _sql(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.mark.parametrize("option", ["table", "schema"])
+def test_a_name_longer_than_postgres_identifiers_is_refused_before_any_io(option: str) -> None:
+    """PostgreSQL cuts identifiers to 63 bytes without a word: two tables whose names differ
+    only after that were one table, and ``flag="n"`` on one emptied the other."""
+    long_name = "t" + "a" * 62 + "_x"  # 65 characters
+    url = "postgresql://nobody@127.0.0.1:1/none"  # nothing listens: any I/O would fail there
+    with pytest.raises(ValueError, match="63 bytes") as caught:
+        persistdict.open(url, **{option: long_name})
+    assert repr(long_name) in str(caught.value)

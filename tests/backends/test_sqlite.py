@@ -440,3 +440,29 @@ def test_a_key_or_value_beyond_sqlites_length_limit_is_a_value_error(tmp_path: P
         assert dict(d) == {"a": 1}
     with persistdict.open(tmp_path / "d.db", "r") as d:
         assert dict(d) == {"a": 1}
+
+
+def test_the_cli_tells_a_reader_who_may_not_write_the_folder_what_to_do_in_its_words(
+    root_owned_folder: Path,
+) -> None:
+    """The command line has no ``immutable=True``: its remedy must be one a shell user has."""
+    target = root_owned_folder / "data.db"
+    with persistdict.open(target) as d:
+        d["k"] = 1
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    for command in (["get", str(target), "k"], ["dump", str(target)], ["check", str(target)]):
+        result = subprocess.run(
+            [*nobody, sys.executable, "-m", "persistdict", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=subprocess_env(),
+        )
+        assert result.returncode != 0, result
+        assert result.stdout == "", result
+        assert f"may not create data.db-wal and data.db-shm in {str(root_owned_folder)!r}" in (
+            result.stderr
+        )
+        assert "copy the file somewhere writable" in result.stderr
+        assert "=True" not in result.stderr, result.stderr
+    assert sorted(p.name for p in root_owned_folder.iterdir()) == ["data.db"]

@@ -173,7 +173,8 @@ def test_rewrite_by_root_of_another_users_file_keeps_owner_group_and_mode(
     st = path.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4321, 4322, 0o640)
     prev = fileio.previous_path(path).stat()
-    assert (prev.st_uid, prev.st_gid, stat.S_IMODE(prev.st_mode)) == (4321, 4322, 0o640)
+    # The owner's bits only, once it is no longer the data file (see the test below).
+    assert (prev.st_uid, prev.st_gid, stat.S_IMODE(prev.st_mode)) == (4321, 4322, 0o600)
 
 
 @needs_root
@@ -188,6 +189,34 @@ def test_previous_generation_is_no_wider_than_the_file(open_folder: Path) -> Non
     assert stat.S_IMODE(prev.stat().st_mode) == 0o600
     assert not _other_can_open(prev)
     assert not _other_can_open(path)
+
+
+@needs_root
+@pytest.mark.parametrize("backend", ["json", "csv", "pickle"])
+def test_previous_generation_stays_closed_after_the_file_is_made_private(
+    open_folder: Path, backend: str
+) -> None:
+    """The previous generation is an older version of the data: when its owner later makes
+    the data file private (``chmod 600``), that version must not stay readable by others
+    under its side name, as it did (0.1 kept it with the old file's 0o644)."""
+    path = open_folder / "secret.dat"
+    with persistdict.open(path, backend=backend) as d:  # 0o666 less the umask: 0o644
+        d["token"] = "s3cret-1"
+    with persistdict.open(path, backend=backend) as d:
+        d["token"] = "s3cret-2"
+    path.chmod(0o600)
+    prev = fileio.previous_path(path)
+    assert prev.exists()
+    assert not _other_can_open(prev)
+    assert not _other_can_open(path)
+    # and recover=True puts it back with the data file's mode, not the side file's
+    path.write_text("damaged")
+    with (
+        pytest.warns(UserWarning, match="restored the previous generation"),
+        persistdict.open(path, backend=backend, recover=True) as d,
+    ):
+        assert d["token"] == "s3cret-1"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 @needs_root

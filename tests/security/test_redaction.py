@@ -40,6 +40,11 @@ FORMS = {
     "unescaped-slash": "{s}://{u}:" + S1 + "/" + S2 + "@{h}",
     "unescaped-at": "{s}://{u}:" + S1 + "@" + S2 + "@{h}",
     "escaped-hash": "{s}://{u}:" + S1 + "%23" + S2 + "@{h}",
+    # Drivers %-decode query names too: libpq and redis-py both read these as ``password``.
+    "query-escaped-name": "{s}://{u}@{h}?pass%77ord=" + S1,
+    "query-escaped-first-letter": "{s}://{u}@{h}?%70assword=" + S1,
+    # A %-escape that is not UTF-8: psycopg raised a bare UnicodeDecodeError holding it.
+    "non-utf8-escape": "{s}://{u}:%E2%82" + S1 + "@{h}",
 }
 SCHEMES = {"redis": "redis", "rediss": "redis", "postgresql": "postgres"}
 
@@ -225,10 +230,22 @@ def test_redact_masks_what_drivers_echo(target: str, message: str) -> None:
             "postgresql://app:***@db/x?sslpassword=***",
         ),
         (f"postgresql://app:{S1}@{S2}@db/x", "postgresql://app:***@db/x"),
+        (f"postgresql://app@db/x?pass%77ord={S1}", "postgresql://app@db/x?pass%77ord=***"),
+        (f"redis://db/0?x=1&%50ASSWORD={S1}", "redis://db/0?x=1&%50ASSWORD=***"),
         ("redis://cache.internal:6379/0", "redis://cache.internal:6379/0"),
         ("state.json", "state.json"),
     ],
-    ids=["hash", "password", "PASSFILE", "sslpassword", "at", "no-password", "path"],
+    ids=[
+        "hash",
+        "password",
+        "PASSFILE",
+        "sslpassword",
+        "at",
+        "escaped-name",
+        "escaped-upper-name",
+        "no-password",
+        "path",
+    ],
 )
 def test_mask_password_of_odd_urls(url: str, shown: str) -> None:
     assert mask_password(url) == shown
@@ -272,6 +289,7 @@ def test_redact_exception_masks_the_whole_chain_in_place() -> None:
         pytest.param("unescaped-at", "holds an '@'", id="unescaped-at"),
         pytest.param("bad-escape", "not a %-escape", id="bad-escape"),
         pytest.param("query-bad-escape", "not a %-escape", id="query-bad-escape"),
+        pytest.param("non-utf8-escape", "not UTF-8", id="non-utf8-escape"),
     ],
 )
 @pytest.mark.parametrize("scheme", SCHEMES)

@@ -65,10 +65,15 @@ class CsvFileBackend(SnapshotBackend):
 
     def check_value(self, key: str, value: Any) -> None:
         if not isinstance(value, str):
-            raise TypeError(
-                f"the csv backend stores str values only; key {key!r} got "
-                f"{type(value).__name__}. Convert it with str() or use the json backend"
+            wrong = (
+                f"the csv backend stores str values only; key {key!r} got {type(value).__name__}"
             )
+            error = TypeError(f"{wrong}. Convert it with str() or use the json backend")
+            error.cli_message = (  # type: ignore[attr-defined]
+                f"{wrong}. Pass --text to store VALUE as it is typed, give a JSON string "
+                """('"42"'), or use a .json file"""
+            )
+            raise error
         for text in (key, value):
             if "\0" in text:
                 raise ValueError(

@@ -23,7 +23,12 @@ from persistdict.backends.base import BackendBase, fork_generation
 from persistdict.backends.dbm_sqlite3 import SqliteDbm
 from persistdict.detect import is_dbm_sqlite3
 from persistdict.errors import ClosedError, CorruptError, no_such
-from persistdict.fileio import resolve_data_path
+from persistdict.fileio import (
+    atomic_write,
+    fsync_file,
+    remove_stale_temps,
+    resolve_data_path,
+)
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
 __all__ = ["DbmBackend"]
@@ -82,6 +87,45 @@ def _check_dumb_index(path: str, db: Any) -> None:
                 f"the entry of key {key!r} is {entry!r}, not an (offset, size) inside the "
                 f"{size}-byte .dat file",
             )
+
+
+def _is_dumb(db: Any) -> bool:
+    """Whether ``db`` is a ``dbm.dumb`` database with the private parts this module relies on
+    (the same in CPython 3.10 to 3.13)."""
+    return all(
+        isinstance(getattr(db, name, None), want)
+        for name, want in (("_index", dict), ("_dirfile", (str, bytes)), ("_datfile", (str, bytes)))
+    ) and isinstance(getattr(db, "_modified", None), bool)
+
+
+def _index_only_in_memory(db: Any) -> None:
+    """Stop ``db`` (dbm.dumb) from appending each new key to its ``.dir`` file in place: an
+    append cut short by a full disk or a crash leaves a torn index that no longer opens. New
+    keys then wait in memory, like changed ones, for ``_save_dumb_index``."""
+
+    def add_key(key: bytes, position_and_size: tuple[int, int]) -> None:
+        db._index[key] = position_and_size
+
+    db._addkey = add_key
+
+
+def _save_dumb_index(db: Any) -> None:
+    """Save dbm.dumb's index as snapshot files are saved, instead of its own ``_commit``,
+    which renames the index away and rewrites it in place (torn by a full disk: every key
+    lost). The values the index points at are fsynced first; then the whole index is written
+    to a temp file and renamed over the ``.dir`` file (``persistdict.fileio.atomic_write``).
+    On failure nothing on disk changed and the index stays unsaved, for a retry."""
+    if not db._modified:
+        return
+    fd = os.open(os.fsdecode(db._datfile), os.O_RDONLY)
+    try:
+        fsync_file(fd)
+    finally:
+        os.close(fd)
+    # dbm.dumb's own line format, which its _update reads back: repr of the Latin-1 key.
+    text = "".join(f"{key.decode('Latin-1')!r}, {entry!r}\n" for key, entry in db._index.items())
+    atomic_write(os.fsdecode(db._dirfile), text.encode("Latin-1"), getattr(db, "_mode", None))
+    db._modified = False
 
 
 def _key_bytes(key: str) -> bytes:
@@ -165,13 +209,21 @@ class DbmBackend(BackendBase):
         except BaseException:
             self._release()
             raise
-        if kind == "dbm.dumb":
+        self._dumb = _is_dumb(self._db)
+        if self._dumb:
             try:
                 _check_dumb_index(self.path, self._db)
             except BaseException:
                 self._db.close()
                 self._release()
                 raise
+            if not self.read_only:
+                _index_only_in_memory(self._db)
+                remove_stale_temps(self.path + ".dir")  # of a save cut short; we hold the lock
+                if not os.path.exists(os.fsdecode(self._db._dirfile)):
+                    # A new database: its .dir, even empty, is how dbm.whichdb tells it exists.
+                    self._db._modified = True
+                    _save_dumb_index(self._db)
 
     def _release(self) -> None:
         lock, self._lock = self._lock, None
@@ -193,7 +245,14 @@ class DbmBackend(BackendBase):
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
         if isinstance(value, str):
-            value = value.encode("utf-8")
+            try:
+                value = value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"can't store the value for key {key!r} in the dbm database {self.path!r} "
+                    f"as UTF-8 ({exc.reason}); nothing was written. Encode such text yourself "
+                    "(for instance with the 'surrogateescape' error handler)"
+                ) from None
         self._live[_key_bytes(key)] = value
 
     def delete(self, key: str) -> None:
@@ -241,6 +300,8 @@ class DbmBackend(BackendBase):
         db = self._db
         if db is not None and not self.read_only:
             self.check_writable()
+            if self._dumb:
+                _save_dumb_index(db)
             if hasattr(db, "sync"):  # dbm.sqlite3 and ndbm write through: nothing to sync
                 db.sync()
 
@@ -258,6 +319,12 @@ class DbmBackend(BackendBase):
             self._lock = None  # the parent's; locking.py already let go of the child's copy
             return
         if db is not None:
+            if self._dumb and not self.read_only:
+                try:
+                    _save_dumb_index(db)
+                except BaseException:
+                    self._db = db  # still open: a close() after freeing space saves it
+                    raise
             try:
                 db.close()
             finally:

@@ -34,6 +34,7 @@ pages (a long read transaction would stop LMDB from reusing pages) and memory st
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import operator
@@ -48,6 +49,7 @@ from typing import Any, ClassVar
 
 from persistdict.backends.base import (
     BackendBase,
+    MissingTableError,
     check_flag,
     check_table_name,
     fork_generation,
@@ -327,7 +329,12 @@ class LmdbBackend(BackendBase):
         self._shared = shared
         self._generation = shared.generation
         try:
-            self._db = self._open_db(create=not self.read_only)
+            # flag "w", like "r", wants the table to be there: a mistyped name must not read
+            # as an empty dict (nor be created), as on SQLite and PostgreSQL.
+            must_exist = initial and self._flag in ("r", "w")
+            self._db = self._open_db(create=not self.read_only and not must_exist)
+            if self._db is None and must_exist:
+                raise MissingTableError(repr(self.path), self.table, self._table_names())
             if initial and self._flag == "n":
                 self._write(lambda txn: txn.drop(self._db, delete=False))
         except BaseException:
@@ -359,6 +366,16 @@ class LmdbBackend(BackendBase):
                 f"{self.path!r} already holds max_dbs={self._max_dbs} tables; reopen the "
                 "environment with a larger max_dbs="
             ) from exc
+
+    def _table_names(self) -> list[str]:
+        """The tables of the environment: the keys of LMDB's main database, where it keeps
+        the names of the named databases (persistdict stores nothing else there)."""
+        env = self._env_for_io()
+        with self._guard(), env.begin() as txn:
+            return [
+                bytes(name).decode("utf-8", "replace")
+                for name in txn.cursor().iternext(values=False)
+            ]
 
     def _detach(self) -> None:
         self._ready = None
@@ -413,6 +430,24 @@ class LmdbBackend(BackendBase):
             return CorruptError(
                 f"{self.path!r} is not a usable LMDB environment ({exc}); it was left "
                 "untouched. Restore a backup or check the path"
+            )
+        if isinstance(exc, lmdb.DiskError):
+            # Not an OSError in py-lmdb: callers handling a full disk would miss it.
+            full = "No space" in str(exc)
+            return OSError(
+                errno.ENOSPC if full else errno.EIO,
+                f"{exc}. That write was not committed; every write returned before it is "
+                f"kept. {'Free some space' if full else 'Check the disk'} and retry",
+                self.path,
+            )
+        if isinstance(exc, lmdb.ReadonlyError) and self.read_only:
+            # Readers write too: each takes a slot in lock.mdb (py-lmdb's EACCES is this class).
+            return PermissionError(
+                errno.EACCES,
+                f"can't read {self.path!r}: LMDB readers register in its lock file lock.mdb, "
+                f"and this user may not open it for writing or create it ({exc}). Give this "
+                "user write access to lock.mdb and its folder (through a group both users "
+                "share, say), or copy the environment somewhere writable",
             )
         if isinstance(exc, lmdb.ReadonlyError):
             return PermissionError(f"{self.path!r} can't be written: {exc}")

@@ -183,7 +183,7 @@ class PostgresBackend(BackendBase):
         schema: str | None = None,
         timeout: float | None = None,
     ) -> None:
-        self.table = check_table_name(table)
+        self.table = _check_length(check_table_name(table), "table")
         check_flag(flag)
         self.url = url
         self._shown = mask_password(url)
@@ -192,7 +192,7 @@ class PostgresBackend(BackendBase):
         options = url_options(ours, {"schema": schema, "timeout": timeout}, _OPTIONS)
         self.schema = options.get("schema")
         if self.schema is not None:
-            check_table_name(self.schema)
+            _check_length(check_table_name(self.schema), "schema")
         self.timeout = check_timeout(options.get("timeout", DEFAULT_TIMEOUT))
         self.read_only = flag == "r"
         self.jsonb = serializer is None or isinstance(serializer, JsonSerializer)
@@ -759,6 +759,18 @@ def _lock_timeout_ms(timeout: float) -> int:
     """PostgreSQL's ``lock_timeout`` for a wait of ``timeout`` seconds. 0 there means no limit,
     so "don't wait" becomes the shortest wait it has, 1 ms; it holds at most 2**31 - 1 ms."""
     return min(max(1, round(timeout * 1000)), _MAX_LOCK_TIMEOUT_MS)
+
+
+def _check_length(name: str, what: str) -> str:
+    """``name`` if PostgreSQL keeps it whole: it cuts longer identifiers to 63 bytes without a
+    word, so two names that differ only after that would be one table."""
+    if len(name.encode()) > _MAX_NAME:
+        raise ValueError(
+            f"{what} name {name!r} is {len(name.encode())} bytes; PostgreSQL keeps only the "
+            f"first {_MAX_NAME} bytes of a name, so it would be another {what}'s. Use a name "
+            f"of at most {_MAX_NAME} bytes"
+        )
+    return name
 
 
 def _column_key(key: str) -> str:

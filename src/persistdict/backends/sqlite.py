@@ -391,15 +391,20 @@ class SqliteBackend(BackendBase):
                 self.immutable = True  # nothing can write on this mount: nothing can change
                 return self._probe(real, "immutable=1")
             names = " and ".join(f"{os.path.basename(self.path)}{end}" for end in missing)
-            raise PermissionError(
-                errno.EACCES,
+            message = (
                 f"can't read {self.path!r}: it is a SQLite database in WAL mode, which SQLite "
                 f"reads only with its side files beside it, and this user may not create "
                 f"{names} in {folder!r} ({exc}). Read it while a writer has it open (the "
                 "writer keeps those files), give this user write access to the folder, or copy "
-                "the file somewhere writable; if nothing writes the database while you read "
-                "it, open it with immutable=True",
-            ) from exc
+                "the file somewhere writable"
+            )
+            error = PermissionError(
+                errno.EACCES,
+                f"{message}; if nothing writes the database while you read it, open it with "
+                "immutable=True",
+            )
+            error.cli_message = message  # type: ignore[attr-defined]  # no such option there
+            raise error from exc
 
     def _check_table_exists(self, cx: sqlite3.Connection) -> None:
         # As for a missing file: a mistyped table must not read as an empty dict (a backup
@@ -623,8 +628,25 @@ class SqliteBackend(BackendBase):
             self._raise(exc)
 
     def set(self, key: str, value: Any) -> None:
-        self._write(self._sql_set, (key, value))
+        try:
+            self._write(self._sql_set, (key, value))
+        except UnicodeEncodeError as exc:  # raised binding the parameters: nothing was run
+            raise self._not_utf8(key, value, exc) from None
         self._count = None
+
+    def _not_utf8(self, key: str | None, value: Any, exc: UnicodeEncodeError) -> ValueError:
+        """SQLite stores text as UTF-8, which has no form for a lone surrogate."""
+        if key is None:
+            what = "a key or value of this update"
+        elif exc.object is key:
+            what = f"key {key!r}"
+        else:
+            what = f"the value for key {key!r}"
+        return ValueError(
+            f"can't store {what} in {self.path!r} as UTF-8 ({exc.reason}: {exc.object!r}); "
+            "nothing was written. Encode such text yourself (for instance with the "
+            "'surrogateescape' error handler) or store bytes with a serializer that makes them"
+        )
 
     def delete(self, key: str) -> None:
         try:
@@ -646,6 +668,8 @@ class SqliteBackend(BackendBase):
                 cx.executemany(self._sql_set, items)
             except sqlite3.Error as exc:
                 self._failed(cx, exc)
+            except UnicodeEncodeError as exc:
+                raise self._not_utf8(None, None, exc) from None
             self._count = None
             return
         self._settle(cx)  # a commit_every batch commits first: keep it to its N writes
@@ -660,6 +684,8 @@ class SqliteBackend(BackendBase):
                     cx.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 self._raise(exc)
+            if isinstance(exc, UnicodeEncodeError):
+                raise self._not_utf8(None, None, exc) from None
             raise
 
     def clear(self) -> None:

@@ -49,9 +49,9 @@ def _describe(exc: BaseException) -> tuple[str, int]:
         return _missing(exc), EXIT_FAILED
     if isinstance(exc, OSError) and not isinstance(exc, persistdict.Error):
         where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror or exc}{where}", EXIT_FAILED
+        return f"{getattr(exc, 'cli_message', None) or exc.strerror or exc}{where}", EXIT_FAILED
     if isinstance(exc, (ValueError, TypeError)):
-        return str(exc), EXIT_USAGE
+        return explain(exc), EXIT_USAGE
     if isinstance(exc, (persistdict.Error, ImportError)):
         return explain(exc), EXIT_FAILED
     return f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_FAILED

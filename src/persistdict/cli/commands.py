@@ -360,7 +360,7 @@ def _problems(d: PersistDict, limit: int = 20) -> list[str]:
             except KeyError:
                 continue  # deleted meanwhile by another process
             except (ValueError, TypeError) as exc:
-                problems.append(f"the value of key {key!r} can't be decoded ({exc})")
+                problems.append(f"the value of key {key!r} can't be decoded ({explain(exc)})")
                 if len(problems) >= limit:
                     problems.append(f"stopped after {limit} bad values")
                     break
