@@ -261,7 +261,8 @@ def _chain(url: str) -> ConnectionError:
                 raise KeyError(f"{S2}") from inner
         except KeyError as middle:
             error = ConnectionError(f"can't reach {url}")
-            error.add_note(f"note {S1}")
+            # add_note() is Python 3.11+; __notes__ is what it sets (and what tracebacks show).
+            error.__notes__ = [f"note {S1}"]
             raise error from middle
     except ConnectionError as exc:
         return exc
