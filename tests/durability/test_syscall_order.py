@@ -43,8 +43,8 @@ def _prepare(folder: Path, backend: str) -> Path:
     return path
 
 
-def _index(calls: list[Call], what: str, predicate: Any) -> int:
-    for i, call in enumerate(calls):
+def _index(calls: list[Call], what: str, predicate: Any, start: int = 0) -> int:
+    for i, call in enumerate(calls[start:], start):
         if predicate(call):
             return i
     pytest.fail(f"the traced flush never made the call {what}:\n" + "\n".join(map(str, calls)))
@@ -74,11 +74,21 @@ def test_flush_fsyncs_temp_before_rename_and_folder_after(tmp_path: Path, backen
         if c.name == "write" and c.fd() == fd and isinstance(c.args[1], bytes)
     )
     assert written == path.read_bytes(), "the temp file got other bytes than the target now has"
+    # From the temp file's open on: its fd number may have served another file before.
     i_fsync = _index(
-        calls, "fsync(temp)", lambda c: c.name in ("fsync", "fdatasync") and c.fd() == fd
+        calls,
+        "fsync(temp)",
+        lambda c: c.name in ("fsync", "fdatasync") and c.fd() == fd,
+        start=i_open,
     )
-    last_write = max(i for i, c in enumerate(calls) if c.name == "write" and c.fd() == fd)
-    i_close = _index(calls, "close(temp)", lambda c: c.name == "close" and c.fd() == fd)
+    i_close = _index(
+        calls, "close(temp)", lambda c: c.name == "close" and c.fd() == fd, start=i_open
+    )
+    last_write = max(
+        i
+        for i, c in enumerate(calls)
+        if i_open < i < i_close and c.name == "write" and c.fd() == fd
+    )
     i_link = _index(calls, "link(target, ...)", lambda c: c.name == "link" and c.path(0) == target)
     link_name = calls[i_link].path(1)
     i_prev = _index(
