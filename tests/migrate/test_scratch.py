@@ -120,9 +120,11 @@ def test_a_several_file_dbm_killed_while_moved_into_place_is_finished_by_check(
         timeout=120,
     )
     assert result.returncode == -signal.SIGKILL, result.stderr
-    if dbm.whichdb(str(dst)) != "dbm.dumb" and not scratches(dst):
-        pytest.skip("this Python's dbm keeps one file: nothing is left half-moved")
-    assert not dbm.whichdb(str(dst)), "half-moved files must not look like a database"
+    kind = dbm.whichdb(str(dst))
+    # A one-file dbm (dbm.sqlite3, the default on Python 3.13) is moved into place by one
+    # rename: it is whole already, and only its scratch folder is left for check to remove.
+    if not kind or kind == "dbm.dumb":
+        assert not kind, "half-moved files must not look like a database"
     result = cli("check", dst, "--backend", "dbm")
     assert result.returncode == 0, result.stderr
     assert scratches(dst) == []
