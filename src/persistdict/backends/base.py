@@ -300,6 +300,10 @@ class BackendBase:
     # info``) and ``persistdict.migrate``. Each has a default here; nothing outside
     # backends/ tests a backend's name or probes it with getattr.
 
+    #: Reading the store runs code its writer chose (pickle): detection never picks this
+    #: backend (``recognizes`` says no) and ``persistdict.migrate`` refuses to read it unless
+    #: trusted (``trust_pickle``).
+    runs_code: ClassVar[bool] = False
     #: Text ``persistdict info`` prints under "durability": what survives a crash.
     durability: ClassVar[str] = "see the backends table in the README"
     #: How ``persistdict.migrate`` (``convert``, ``load``) writes an existing local store whole:
@@ -343,9 +347,9 @@ class BackendBase:
     def recognizes(cls, path: str, head: bytes) -> bool:
         """Whether the existing file (or files) at ``path``, starting with ``head``, is this
         backend's. Detection asks each backend in registry order when neither a URL scheme nor
-        a suffix decided. This default asks ``sniff(head)`` and ``owns(path)``; pickle never
-        says yes: loading a pickle runs code, so it must be asked for by name."""
-        return cls.sniff(head) and cls.owns(path)
+        a suffix decided. This default asks ``sniff(head)`` and ``owns(path)``, and never says
+        yes for a backend that ``runs_code``: that one must be asked for by name."""
+        return not cls.runs_code and cls.sniff(head) and cls.owns(path)
 
     @classmethod
     def owns(cls, path: str) -> bool:
