@@ -19,7 +19,7 @@ import importlib
 import inspect
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, suppress
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -138,7 +138,9 @@ class Backend(Protocol):
     today's shape, ``iter_keys()`` (streaming) and ``count()``; in the original shape (SPEC
     section 8), ``keys()``, ``__len__()`` and ``clear()``, with ``str`` values. Both pass
     ``isinstance(backend, Backend)`` and work with ``PersistDict(backend)``; ``adapt``
-    wraps them. ``stores_objects`` and ``read_only`` are optional attributes (default false).
+    wraps them. Everything else (``stores_objects``, ``read_only``, ``schemes``...) is
+    optional and declared, with its default, on [`BackendBase`][persistdict.BackendBase]; a
+    backend that does not subclass it gets those defaults from ``adapt`` and ``declared``.
     """
 
     def get(self, key: str) -> Any:
@@ -165,12 +167,17 @@ class BackendBase:
     """Defaults for the optional part of the contract.
 
     Class attributes describe the backend to the registry and to ``open()``:
-    ``name``, the URL ``schemes`` and file ``suffixes`` it claims, and capabilities.
+    ``name``, the URL ``schemes`` and file ``suffixes`` it claims, and capabilities. What
+    ``open()``, detection, the command line and ``persistdict.migrate`` ask of a backend is
+    declared here too, each with a default and who calls it; see "Writing a backend".
     """
 
     name: ClassVar[str] = "custom"
+    #: URL schemes and file suffixes detection picks this backend for (``detect_backend``).
     schemes: ClassVar[tuple[str, ...]] = ()
     suffixes: ClassVar[tuple[str, ...]] = ()
+    #: A snapshot backend: ``set`` gets live objects, no serializer applies (``open()`` and
+    #: ``PersistDict`` read it), and ``--recover`` can restore its previous generation.
     stores_objects: ClassVar[bool] = False
     #: ``transaction()`` is atomic in storage; otherwise PersistDict keeps an undo journal.
     native_transactions: ClassVar[bool] = False
@@ -181,14 +188,16 @@ class BackendBase:
     #: makes them wait while another thread is inside ``transaction()``. ``PersistDict`` then
     #: skips its lock on those reads (unless it has a writeback cache to guard).
     thread_safe_reads: ClassVar[bool] = False
-    #: The constructor takes the whole URL (network stores), not a file path.
+    #: The constructor takes the whole URL (network stores), not a file path: read by
+    #: ``open_arguments`` and ``local_path``.
     takes_url: ClassVar[bool] = False
 
     read_only: bool = False
 
     @staticmethod
     def sniff(head: bytes) -> bool:
-        """Whether the first bytes of an existing file belong to this backend."""
+        """Whether the first bytes of an existing file belong to this backend; detection asks
+        it (through ``recognizes``) when neither a URL scheme nor a suffix decided."""
         return False
 
     # The optional methods. Each default is written only in terms of the required ones.
@@ -413,7 +422,7 @@ def _never(value: object) -> bool:
 
 #: ``open()``'s general options that a constructor not taking them is called without, and
 #: for which values: at ``open()``'s default, or (``timeout``) any value.
-_LEFT_OUT_UNLESS_TAKEN: dict[str, Any] = {
+_LEFT_OUT_UNLESS_TAKEN: dict[str, Callable[[Any], bool]] = {
     "flag": lambda value: value == "c",
     "mode": lambda value: value is None,
     "table": lambda value: value == "items",
