@@ -57,7 +57,7 @@ def public_names() -> dict[str, set[str]]:
             found.setdefault(path, set()).update(paths)
     for cls in loaded_classes(include_third_party=False):
         if not cls.__module__.startswith("persistdict."):
-            continue  # registered by a test (tests/test_docs.py's FolderBackend)
+            continue  # registered by a test (tests/test_example_backend.py's FolderBackend)
         path = f"{cls.__module__}.{cls.__qualname__}"
         found.setdefault(path, set()).add(path)
         if hasattr(persistdict, cls.__name__):

@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 
 import persistdict
-from persistdict import PersistDict, migrate
-from persistdict.testing import MappingConformance
+from persistdict import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -119,28 +118,6 @@ def test_every_example_runs(page: str, tmp_path: Path, monkeypatch: pytest.Monke
             exec(code, namespace)  # our own docs
         elif block.lang == "console":
             run_console(page, block, tmp_path, env)
-
-
-# The "Writing a backend" page: its FolderBackend must pass the whole conformance suite,
-# exactly as the page promises a third-party author.
-_namespace: dict[str, Any] = {"__name__": "docs_writing_a_backend"}
-exec(python_blocks("writing-a-backend.md")[0], _namespace)  # our own docs
-FolderBackend = _namespace["FolderBackend"]
-if "folder" not in persistdict.backends.registry:
-    persistdict.register_backend("folder", FolderBackend)
-
-
-class TestDocsFolderBackend(MappingConformance):
-    max_key_bytes = 127
-
-    def open_dict(self, folder: Path, **options: Any) -> PersistDict:
-        return persistdict.open(folder / "data", backend="folder", **options)
-
-
-def test_the_page_registers_the_same_way_as_the_test() -> None:
-    example = python_blocks("writing-a-backend.md")[1]
-    assert 'persistdict.register_backend("folder", FolderBackend)' in example
-    assert 'backend="folder"' in example
 
 
 # The command line page: every command and option the parser has is documented there.
@@ -245,8 +222,6 @@ def test_guarantees_page_covers_every_builtin_backend() -> None:
     text = (DOCS / "guarantees.md").read_text(encoding="utf-8")
     durability, concurrency = text.split("## Durability", 1)[1].split("## Concurrency", 1)
     for name in persistdict.available_backends():
-        if name == "folder":  # registered above by the writing-a-backend test
-            continue
         for table in (durability, concurrency):
             assert re.search(rf"^\| `{name}`", table, re.MULTILINE) or re.search(
                 rf"^\| [^|]*`{name}`[^|]*\|", table, re.MULTILINE
@@ -300,8 +275,7 @@ def expected_order(rule: str, keys: list[str]) -> list[str] | None:
 
 
 def test_backends_page_states_an_order_for_every_backend() -> None:
-    builtin = {n for n in persistdict.available_backends() if n != "folder"}
-    assert set(documented_orders()) == builtin
+    assert set(documented_orders()) == set(persistdict.available_backends())
 
 
 @pytest.mark.parametrize(

@@ -180,3 +180,27 @@ def test_an_original_factory_taking_only_a_path_opens_with_the_default_flag(
         assert d["a"] == [1]
     with pytest.raises(TypeError, match="does not take flag="):
         persistdict.open(target, "r", backend="oldpath")
+
+
+@pytest.mark.usefixtures("original_plugin")
+def test_an_original_backend_works_through_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from persistdict.cli import main
+
+    target = str(tmp_path / "cli.json")
+    assert main(["set", target, "k", "[1, 2]", "--backend", "oldjson"]) == 0
+    assert main(["get", target, "k", "--backend", "oldjson"]) == 0
+    assert capsys.readouterr().out == "[1, 2]\n"
+    # It declares none of what `info` shows: the defaults stand in, in one place.
+    assert main(["info", target, "--backend", "oldjson", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "target": target,
+        "backend": "OriginalBackend",
+        "keys": 1,
+        "durability": "see the backends table in the README",
+    }
+    copy = tmp_path / "copy.db"
+    assert main(["convert", target, str(copy), "--from", "oldjson", "-q"]) == 0
+    with persistdict.open(copy, "r") as d:
+        assert dict(d) == {"k": [1, 2]}

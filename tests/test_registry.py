@@ -12,6 +12,7 @@ import pytest
 import persistdict
 from persistdict import backends
 from persistdict.backends.memory import MemoryBackend
+from persistdict.detect import detect_backend
 
 
 class TapeBackend(MemoryBackend):
@@ -79,3 +80,43 @@ def test_register_backend_refuses_silent_replacement() -> None:
             assert d == {"a": 1}
     finally:
         backends._loaded.pop("scratch", None)
+
+
+class PlainTape:
+    """A backend that does not subclass BackendBase: it declares what it has as plain class
+    attributes, and gets every default it leaves out from persistdict, in one place."""
+
+    schemes = ("plaintape",)
+    suffixes = (".ptape",)
+
+    @staticmethod
+    def sniff(head: bytes) -> bool:
+        return head.startswith(b"PTAPE")
+
+    def __init__(self, location: str, *, flag: str = "c") -> None:
+        self.inner = MemoryBackend("memory://", flag=flag)
+        self.get, self.set, self.delete = self.inner.get, self.inner.set, self.inner.delete
+        self.contains, self.iter_keys, self.count = (
+            self.inner.contains,
+            self.inner.iter_keys,
+            self.inner.count,
+        )
+        self.flush, self.close = self.inner.flush, self.inner.close
+
+
+def test_a_backend_without_backendbase_is_detected_by_what_it_declares(tmp_path: Path) -> None:
+    backends.register_backend("plaintape", PlainTape)
+    try:
+        marked = tmp_path / "AppData"
+        marked.write_bytes(b"PTAPE\x00")
+        for target in ("plaintape://x", str(tmp_path / "y.ptape"), str(marked)):
+            assert detect_backend(target) == "plaintape"
+            with persistdict.open(target) as d:
+                d["k"] = [1]
+                assert d["k"] == [1]
+        with pytest.raises(TypeError, match="the plaintape backend does not take mode=; it takes"):
+            persistdict.open("plaintape://x", mode=0o600)
+    finally:
+        backends._loaded.pop("plaintape", None)
+    with pytest.raises(ValueError, match="can't tell which backend stores"):
+        detect_backend(str(marked))  # nothing of it is kept once it is gone

@@ -12,6 +12,7 @@ import urllib.parse
 from collections.abc import Callable
 
 from persistdict.backends import available, loaded_classes
+from persistdict.backends.base import BackendBase
 from persistdict.fileio import resolve_data_path
 from persistdict.urls import split_scheme
 
@@ -55,29 +56,28 @@ def is_dbm_sqlite3(path: str) -> bool:
     return columns == {"key": "BLOB", "value": "BLOB"}
 
 
-def _claims(attr: str, value: str, *, third_party: bool) -> str | None:
-    for cls in loaded_classes(include_third_party=third_party):
-        if value in getattr(cls, attr, ()):
-            name: str = cls.name
-            return name
+def _claims(claimed: Callable[[type[BackendBase]], bool]) -> type[BackendBase] | None:
+    """The first backend for which ``claimed`` is true: built-ins and registered ones first,
+    installed ones only if none of those (reading entry points costs an import)."""
+    for third_party in (False, True):
+        for cls in loaded_classes(include_third_party=third_party):
+            if claimed(cls):
+                return cls
     return None
 
 
 def sniff_file(path: str) -> str | None:
-    """Name the backend whose format the existing file at ``path`` has, or ``None``."""
+    """Name the backend whose format the existing file at ``path`` has, or ``None``.
+
+    Each backend is asked in registry order (``recognizes``); pickle never says yes."""
     try:
         with open(path, "rb") as f:
             head = f.read(_HEAD)
     except (IsADirectoryError, FileNotFoundError, PermissionError):
         head = b""
-    if head.startswith(_SQLITE_HEADER) and is_dbm_sqlite3(path):
-        return "dbm"
     for cls in loaded_classes():
-        if cls.name != "pickle" and getattr(cls, "sniff", None) and cls.sniff(head):
-            found: str = cls.name
-            return found
-    if dbm.whichdb(path):
-        return "dbm"
+        if cls.recognizes(path, head):
+            return cls.name
     return None
 
 
@@ -90,26 +90,22 @@ def detect_backend(target: str | os.PathLike[str], fmt: str | None = None) -> st
     text = os.fspath(target)
     scheme, _ = split_scheme(text) if isinstance(text, str) else (None, text)
     if scheme is not None:
-        name = _claims("schemes", scheme, third_party=False) or _claims(
-            "schemes", scheme, third_party=True
-        )
-        if name is None:
+        cls = _claims(lambda candidate: scheme in candidate.schemes)
+        if cls is None:
             raise _unknown(
                 lambda backend, _: (
                     f"no backend handles URLs starting {scheme}://; choose "
                     f"{backend} one of: {', '.join(available())}"
                 )
             )
-        return name
+        return cls.name
     suffix = os.path.splitext(text)[1].lower()
     if suffix:
-        name = _claims("suffixes", suffix, third_party=False) or _claims(
-            "suffixes", suffix, third_party=True
-        )
-        if name == "sqlite" and is_dbm_sqlite3(text):
-            return "dbm"  # Python 3.13+'s dbm (shelve) writes SQLite files, named as given
-        if name is not None:
-            return name
+        cls = _claims(lambda candidate: suffix in candidate.suffixes)
+        # Python 3.13+'s dbm (shelve) writes SQLite files, named as given: a .db file may be
+        # dbm's, which its content then tells (SqliteBackend.owns).
+        if cls is not None and cls.owns(text):
+            return cls.name
     # A link another user planted in a shared sticky folder is refused before its target's
     # first bytes are read (PermissionError naming it).
     resolve_data_path(text)

@@ -3,42 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 from typing import Any
 
-from persistdict.backends import backend_class
+from persistdict.backends import backend_class, declared_class
 from persistdict.backends.base import check_flag, check_table_name
 from persistdict.detect import detect_backend
 from persistdict.locking import check_timeout
 from persistdict.mapping import PersistDict
 from persistdict.serializers import Serializer, serializer_for
-from persistdict.urls import redacted_errors, split_scheme, url_path
+from persistdict.urls import redacted_errors, split_scheme
 
 __all__ = ["open"]
-
-
-# inspect.signature() took a fifth of open() on LMDB: asked once per backend class.
-_accepted: dict[Any, frozenset[str] | None] = {}
-
-
-def _accepted_options(factory: Any) -> frozenset[str] | None:
-    """Keyword names ``factory`` takes; ``None`` if it takes any (``**kwargs``)."""
-    try:
-        return _accepted[factory]
-    except (KeyError, TypeError):  # not asked yet, or unhashable
-        pass
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    names: frozenset[str] | None = None
-    if not any(p.kind is p.VAR_KEYWORD for p in params):
-        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        names = frozenset(p.name for p in params if p.kind in kinds)
-    with contextlib.suppress(TypeError):
-        _accepted[factory] = names
-    return names
 
 
 def open(
@@ -96,42 +72,23 @@ def open(
     text = os.fspath(target)
     chosen = detect_backend(text, format) if backend == "auto" else backend
     factory = backend_class(chosen)
-    if getattr(factory, "stores_objects", False) and serializer is not None:
+    contract = declared_class(chosen)
+    if contract.stores_objects and serializer is not None:
         raise ValueError(
             f"the {chosen} backend encodes its whole file itself and takes no serializer; "
             "serializers apply to per-key backends such as sqlite"
         )
-    codec = None if getattr(factory, "stores_objects", False) else serializer_for(serializer)
+    codec = None if contract.stores_objects else serializer_for(serializer)
 
     options: dict[str, Any] = {"flag": flag, "mode": mode, "table": table}
     options["commit_every"] = commit_every
     options.update(backend_options)
     if timeout is not None:  # left out otherwise, so a URL's ?timeout= can still set it
         options["timeout"] = check_timeout(timeout)
-    # A general option left at its default is dropped for a backend that doesn't take it:
-    # flag too, since backends of the original protocol were given a path and nothing else.
-    defaults = {"flag": "c", "mode": None, "table": "items", "commit_every": 0}
-    accepted = _accepted_options(factory)
-    if accepted is not None and "serializer" in accepted:
-        options["serializer"] = codec  # e.g. postgres picks jsonb or bytea columns from it
-    if accepted is not None:
-        for name in list(options):
-            if name in accepted:
-                continue
-            if name in defaults and options[name] == defaults[name]:
-                del options[name]  # a general option left at its default: nothing to refuse
-                continue
-            if name == "timeout":
-                del options[name]  # a backend without the option has no lock to wait for
-                continue
-            takes = ", ".join(sorted(accepted - {"self", "path", "location", "url"}))
-            raise TypeError(f"the {chosen} backend does not take {name}=; it takes: {takes}")
-
-    scheme, _ = split_scheme(text)
-    location = text if scheme is None or getattr(factory, "takes_url", False) else url_path(text)
+    location, arguments = contract.open_arguments(text, options, codec)
     # Whatever backend and driver raise, the chain may echo the URL's password.
-    with redacted_errors(text) if scheme is not None else contextlib.nullcontext():
-        store = factory(location, **options)
+    with redacted_errors(text) if split_scheme(text)[0] is not None else contextlib.nullcontext():
+        store = factory(location, **arguments)
     try:
         return PersistDict(store, serializer=codec, lock=lock, writeback=writeback)
     except BaseException:

@@ -13,10 +13,13 @@ from functools import cache
 from types import MappingProxyType
 from typing import Any
 
+from persistdict.backends.base import BackendBase, declared
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "available",
     "backend_class",
+    "declared_class",
     "loaded_classes",
     "register_backend",
     "registry",
@@ -77,8 +80,16 @@ def backend_class(name: str) -> Any:
     return _loaded[name]
 
 
-def loaded_classes(*, include_third_party: bool = False) -> list[Any]:
-    """Every built-in backend class (and, if asked, every installed one), for detection.
+def declared_class(name: str) -> type[BackendBase]:
+    """The contract of backend ``name``: its class if it subclasses ``BackendBase``, else
+    one holding its declarations and the defaults (see ``persistdict.backends.base.declared``).
+    ``open()``, detection, the command line and migrate read backends through it."""
+    return declared(backend_class(name), name)
+
+
+def loaded_classes(*, include_third_party: bool = False) -> list[type[BackendBase]]:
+    """Every built-in backend's contract (and, if asked, every installed one's), in registry
+    order, for detection: see ``declared_class``.
 
     Importing a built-in backend module never imports its driver, so this stays cheap.
     """
@@ -86,7 +97,7 @@ def loaded_classes(*, include_third_party: bool = False) -> list[Any]:
     if include_third_party:
         names += [n for n in _third_party() if n not in names]
     names += [n for n in _loaded if n not in names]
-    return [backend_class(n) for n in names]
+    return [declared_class(n) for n in names]
 
 
 def register_backend(name: str, factory: Any, *, replace: bool = False) -> None:

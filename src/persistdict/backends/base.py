@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import errno
 import importlib
+import inspect
 import os
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, suppress
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from persistdict.errors import ReadOnlyError
+from persistdict.urls import split_scheme, url_path
 
 __all__ = [
     "Backend",
@@ -32,6 +34,7 @@ __all__ = [
     "check_commit_every",
     "check_flag",
     "check_table_name",
+    "declared",
     "fork_generation",
     "import_driver",
 ]
@@ -135,7 +138,9 @@ class Backend(Protocol):
     today's shape, ``iter_keys()`` (streaming) and ``count()``; in the original shape (SPEC
     section 8), ``keys()``, ``__len__()`` and ``clear()``, with ``str`` values. Both pass
     ``isinstance(backend, Backend)`` and work with ``PersistDict(backend)``; ``adapt``
-    wraps them. ``stores_objects`` and ``read_only`` are optional attributes (default false).
+    wraps them. Everything else (``stores_objects``, ``read_only``, ``schemes``...) is
+    optional and declared, with its default, on [`BackendBase`][persistdict.BackendBase]; a
+    backend that does not subclass it gets those defaults from ``adapt`` and ``declared``.
     """
 
     def get(self, key: str) -> Any:
@@ -162,12 +167,17 @@ class BackendBase:
     """Defaults for the optional part of the contract.
 
     Class attributes describe the backend to the registry and to ``open()``:
-    ``name``, the URL ``schemes`` and file ``suffixes`` it claims, and capabilities.
+    ``name``, the URL ``schemes`` and file ``suffixes`` it claims, and capabilities. What
+    ``open()``, detection, the command line and ``persistdict.migrate`` ask of a backend is
+    declared here too, each with a default and who calls it; see "Writing a backend".
     """
 
     name: ClassVar[str] = "custom"
+    #: URL schemes and file suffixes detection picks this backend for (``detect_backend``).
     schemes: ClassVar[tuple[str, ...]] = ()
     suffixes: ClassVar[tuple[str, ...]] = ()
+    #: A snapshot backend: ``set`` gets live objects, no serializer applies (``open()`` and
+    #: ``PersistDict`` read it), and ``--recover`` can restore its previous generation.
     stores_objects: ClassVar[bool] = False
     #: ``transaction()`` is atomic in storage; otherwise PersistDict keeps an undo journal.
     native_transactions: ClassVar[bool] = False
@@ -178,14 +188,16 @@ class BackendBase:
     #: makes them wait while another thread is inside ``transaction()``. ``PersistDict`` then
     #: skips its lock on those reads (unless it has a writeback cache to guard).
     thread_safe_reads: ClassVar[bool] = False
-    #: The constructor takes the whole URL (network stores), not a file path.
+    #: The constructor takes the whole URL (network stores), not a file path: read by
+    #: ``open_arguments`` and ``local_path``.
     takes_url: ClassVar[bool] = False
 
     read_only: bool = False
 
     @staticmethod
     def sniff(head: bytes) -> bool:
-        """Whether the first bytes of an existing file belong to this backend."""
+        """Whether the first bytes of an existing file belong to this backend; detection asks
+        it (through ``recognizes``) when neither a URL scheme nor a suffix decided."""
         return False
 
     # The optional methods. Each default is written only in terms of the required ones.
@@ -292,6 +304,154 @@ class BackendBase:
     def close(self) -> None:
         pass
 
+    # What callers outside backends/ ask of a backend: ``persistdict.open`` (how a target
+    # string becomes constructor arguments), detection, the command line (``persistdict
+    # info``) and ``persistdict.migrate``. Each has a default here; nothing outside
+    # backends/ tests a backend's name or probes it with getattr.
+
+    #: Reading the store runs code its writer chose (pickle): detection never picks this
+    #: backend (``recognizes`` says no) and ``persistdict.migrate`` refuses to read it unless
+    #: trusted (``trust_pickle``).
+    runs_code: ClassVar[bool] = False
+    #: Text ``persistdict info`` prints under "durability": what survives a crash.
+    durability: ClassVar[str] = "see the backends table in the README"
+    #: How ``persistdict.migrate`` (``convert``, ``load``) writes an existing local store whole:
+    #: ``"transaction"``, inside one ``transaction()`` (a kill rolls it back);
+    #: ``"new_file"``, a whole new file built beside it and renamed over it; ``"file_copy"``, a
+    #: copy of the file written and renamed back (dbm, which has no transactions). The last
+    #: two hold the backend's writer lock (``persistdict.locking.FileLock``) meanwhile.
+    rewrite: ClassVar[Literal["transaction", "new_file", "file_copy"]] = "transaction"
+    #: Options ``persistdict.migrate`` adds when it builds a new file in a scratch folder,
+    #: which it fsyncs itself before moving it into place (SQLite: ``synchronous="OFF"``).
+    #: An option the caller gave wins.
+    scratch_options: ClassVar[Mapping[str, Any]] = {}
+    #: The local file or folder the data lives in (``persistdict info`` adds up its size);
+    #: ``None`` for a server or memory.
+    path: str | None = None
+    #: The table (SQLite, PostgreSQL, LMDB) or hash (Redis) the dict is, for ``persistdict
+    #: info``; ``None`` for a backend that keeps one dict per file.
+    table: str | None = None
+
+    def tables(self) -> list[str] | None:
+        """The names of the dicts (tables) stored beside this one, sorted; ``None`` if this
+        backend does not list them. ``persistdict info`` calls it after opening, to show them
+        and to tell a mistyped ``--table`` (a read-only open of a missing table is empty)."""
+        return None
+
+    @classmethod
+    def has_table(cls, path: str, table: str) -> bool:
+        """Whether the existing file at ``path`` holds ``table``, read before anything opens
+        it. ``persistdict.migrate`` calls it before copying into a local store: a table that
+        was not there is removed again if the copy fails (``drop_empty_table``). This default,
+        true, says there is nothing to remove."""
+        return True
+
+    @classmethod
+    def drop_empty_table(cls, path: str, table: str) -> None:
+        """Remove ``table`` from the file at ``path`` if it holds no keys. Called by
+        ``persistdict.migrate`` after a failed copy into a table ``has_table`` said was not
+        there (opening created it, outside the copy's transaction)."""
+
+    @classmethod
+    def recognizes(cls, path: str, head: bytes) -> bool:
+        """Whether the existing file (or files) at ``path``, starting with ``head``, is this
+        backend's. Detection asks each backend in registry order when neither a URL scheme nor
+        a suffix decided. This default asks ``sniff(head)`` and ``owns(path)``, and never says
+        yes for a backend that ``runs_code``: that one must be asked for by name."""
+        return not cls.runs_code and cls.sniff(head) and cls.owns(path)
+
+    @classmethod
+    def owns(cls, path: str) -> bool:
+        """Whether a file at ``path`` that one of this backend's ``suffixes`` or its ``sniff``
+        claims is really its own. Detection falls back to the file's content when not (a
+        SQLite file written by ``dbm.sqlite3`` is dbm's). This default: yes."""
+        return True
+
+    @classmethod
+    def local_path(cls, target: str) -> str | None:
+        """The local path of the store ``target`` (a path or URL) names, or ``None`` for a
+        server or memory. ``persistdict.migrate`` and ``persistdict check`` call it before
+        opening. This default: ``None`` when not ``persistent``, or when the backend takes
+        whole URLs and claims no file suffix (a server); else the path of a file URL."""
+        if not cls.persistent or (cls.takes_url and not cls.suffixes):
+            return None
+        return url_path(target) if split_scheme(target)[0] is not None else target
+
+    @classmethod
+    def accepted_options(cls) -> frozenset[str] | None:
+        """The keyword options the constructor takes; ``None`` if it takes any
+        (``**options``). This default reads the constructor's signature, once per class."""
+        return keyword_names(cls)
+
+    @classmethod
+    def open_arguments(
+        cls, target: str, options: dict[str, Any], serializer: Any
+    ) -> tuple[str, dict[str, Any]]:
+        """How ``persistdict.open`` calls the constructor for ``target``: the location (the
+        whole URL if ``takes_url``, else the path of a file URL) and the keyword arguments.
+
+        ``options`` are the user's, in order: the general ones (``flag``, ``mode``, ``table``,
+        ``commit_every``; ``timeout`` only if given), then the backend's own. A general option
+        the constructor doesn't take is left out while at ``open()``'s default (a backend of
+        the original protocol was given a path and nothing else), and ``timeout`` always (a
+        backend without it has no lock to wait for); any other is refused with a
+        ``TypeError`` listing what the constructor takes. ``serializer`` is passed if the
+        constructor takes it (PostgreSQL picks its column types from it).
+        """
+        location = target
+        if split_scheme(target)[0] is not None and not cls.takes_url:
+            location = url_path(target)
+        accepted = cls.accepted_options()
+        if accepted is None:
+            return location, dict(options)
+        arguments: dict[str, Any] = {}
+        for name, value in options.items():
+            if name in accepted:
+                arguments[name] = value
+            elif not _LEFT_OUT_UNLESS_TAKEN.get(name, _never)(value):
+                takes = ", ".join(sorted(accepted - {"self", "path", "location", "url"}))
+                raise TypeError(f"the {cls.name} backend does not take {name}=; it takes: {takes}")
+        if "serializer" in accepted:
+            arguments["serializer"] = serializer
+        return location, arguments
+
+
+def _never(value: object) -> bool:
+    return False
+
+
+#: ``open()``'s general options that a constructor not taking them is called without, and
+#: for which values: at ``open()``'s default, or (``timeout``) any value.
+_LEFT_OUT_UNLESS_TAKEN: dict[str, Callable[[Any], bool]] = {
+    "flag": lambda value: value == "c",
+    "mode": lambda value: value is None,
+    "table": lambda value: value == "items",
+    "commit_every": lambda value: value == 0,
+    "timeout": lambda value: True,
+}
+
+# inspect.signature() took a fifth of open() on LMDB: asked once per constructor.
+_keyword_names: dict[Any, frozenset[str] | None] = {}
+
+
+def keyword_names(factory: Any) -> frozenset[str] | None:
+    """Keyword names ``factory`` takes; ``None`` if it takes any (``**kwargs``)."""
+    try:
+        return _keyword_names[factory]
+    except (KeyError, TypeError):  # not asked yet, or unhashable
+        pass
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    names: frozenset[str] | None = None
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        names = frozenset(p.name for p in params if p.kind in kinds)
+    with suppress(TypeError):
+        _keyword_names[factory] = names
+    return names
+
 
 _CURRENT = ("iter_keys", "count")
 _ORIGINAL = ("keys", "__len__", "clear")
@@ -381,3 +541,43 @@ def adapt(backend: Any) -> BackendBase:
         f" it needs the methods {', '.join(shared)}, and either {' and '.join(_CURRENT)} or, "
         f"in the original protocol, {', '.join(_ORIGINAL)}"
     )
+
+
+# Backends that do not subclass BackendBase (a third-party class, or a factory function,
+# written for the Backend protocol or the original one) get the defaults of the declared
+# contract here, in one place: their class-level facts are read once, with the defaults of
+# BackendBase, into a subclass that stands for them; their instances are wrapped by adapt().
+_declared: dict[tuple[Any, str], type[BackendBase]] = {}
+_CLASS_FACTS = ("schemes", "suffixes", "stores_objects", "persistent", "takes_url")
+
+
+def declared(factory: Any, name: str) -> type[BackendBase]:
+    """The contract of the backend ``factory``, registered as ``name``, as a
+    [`BackendBase`][persistdict.BackendBase] subclass whose class attributes and class methods
+    callers read: ``factory`` itself if it subclasses ``BackendBase``; otherwise a subclass
+    holding what ``factory`` declares, and ``BackendBase``'s defaults for the rest."""
+    if isinstance(factory, type) and issubclass(factory, BackendBase):
+        return factory
+    try:
+        return _declared[factory, name]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable factory: described anew each time
+        return _describe(factory, name)
+    cls = _declared[factory, name] = _describe(factory, name)
+    return cls
+
+
+def _describe(factory: Any, name: str) -> type[BackendBase]:
+    facts: dict[str, Any] = {
+        fact: getattr(factory, fact) for fact in _CLASS_FACTS if hasattr(factory, fact)
+    }
+    facts["name"] = getattr(factory, "name", name)
+    sniff = getattr(factory, "sniff", None)
+    if callable(sniff):
+        facts["sniff"] = staticmethod(lambda head: bool(sniff(head)))
+    facts["accepted_options"] = classmethod(lambda cls: keyword_names(factory))
+    facts["__module__"] = getattr(factory, "__module__", __name__)
+    facts["__doc__"] = getattr(factory, "__doc__", None)
+    label = getattr(factory, "__name__", type(factory).__name__)
+    return type(label, (BackendBase,), facts)

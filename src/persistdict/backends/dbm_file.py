@@ -153,6 +153,19 @@ class DbmBackend(BackendBase):
     """A dict stored in a stdlib ``dbm`` database at ``path``."""
 
     name: ClassVar[str] = "dbm"
+    path: str
+    durability: ClassVar[str] = (
+        "written in place by the stdlib dbm; flush() syncs where dbm can; a crash "
+        "mid-write can damage the file"
+    )
+    # No transactions, and a database kept in one file: a copy is written, then renamed back.
+    rewrite = "file_copy"
+
+    @classmethod
+    def recognizes(cls, path: str, head: bytes) -> bool:
+        # Python 3.13's whichdb names every SQLite file dbm.sqlite3; only one shaped as
+        # dbm.sqlite3 writes it (a lone Dict table of BLOBs) is dbm's, the rest are sqlite's.
+        return is_dbm_sqlite3(path) or dbm.whichdb(path) not in (None, "", "dbm.sqlite3")
 
     def __init__(
         self,

@@ -236,12 +236,18 @@ class LmdbBackend(BackendBase):
     """
 
     name: ClassVar[str] = "lmdb"
+    path: str
+    table: str
     schemes: ClassVar[tuple[str, ...]] = ("lmdb",)
     suffixes: ClassVar[tuple[str, ...]] = (".lmdb",)
     native_transactions: ClassVar[bool] = True
     thread_safe_reads: ClassVar[bool] = True
     # The whole URL is taken so its query options are read, not dropped.
     takes_url: ClassVar[bool] = True
+    durability: ClassVar[str] = (
+        "each write is an LMDB transaction, fsynced at commit unless a writer opens it "
+        "with sync=False"
+    )
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ class MemoryBackend(BackendBase):
     native_transactions: ClassVar[bool] = True
     persistent: ClassVar[bool] = False
     takes_url: ClassVar[bool] = True
+    durability: ClassVar[str] = "nothing is kept after the process ends"
 
     def __init__(self, location: str = "memory://", *, flag: str = "c") -> None:
         self.location = location

@@ -169,9 +169,14 @@ class PostgresBackend(BackendBase):
     """
 
     name: ClassVar[str] = "postgres"
+    table: str
     schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")
     native_transactions: ClassVar[bool] = True
     takes_url: ClassVar[bool] = True
+    durability: ClassVar[str] = (
+        "each write is committed before the call returns; PostgreSQL's WAL and "
+        "synchronous_commit decide what survives a crash"
+    )
 
     def __init__(
         self,

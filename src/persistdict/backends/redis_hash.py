@@ -201,6 +201,10 @@ class RedisBackend(BackendBase):
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix")
     native_transactions: ClassVar[bool] = True
     takes_url: ClassVar[bool] = True
+    durability: ClassVar[str] = (
+        "each write reaches the server before the call returns; what survives a server "
+        "crash depends on its persistence settings (appendonly, appendfsync)"
+    )
 
     def __init__(
         self,

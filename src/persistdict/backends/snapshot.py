@@ -63,6 +63,12 @@ class SnapshotBackend(BackendBase):
     stores_objects: ClassVar[bool] = True
     native_transactions: ClassVar[bool] = True
     format_name: ClassVar[str] = "snapshot"
+    path: str
+    durability: ClassVar[str] = (
+        "the whole file is replaced atomically and fsynced on every flush and close"
+    )
+    # An existing file is rewritten whole by a new one renamed over it, as flush() does.
+    rewrite = "new_file"
 
     def __init__(
         self,

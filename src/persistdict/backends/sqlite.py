@@ -35,7 +35,7 @@ import sqlite3
 import time
 import urllib.parse
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from itertools import chain
 from operator import itemgetter
@@ -50,6 +50,7 @@ from persistdict.backends.base import (
     check_table_name,
     fork_generation,
 )
+from persistdict.detect import is_dbm_sqlite3
 from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError, no_such
 from persistdict.fileio import check_side_file, resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
@@ -218,13 +219,28 @@ class SqliteBackend(BackendBase):
     """
 
     name: ClassVar[str] = "sqlite"
+    path: str
+    table: str
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
     suffixes: ClassVar[tuple[str, ...]] = (".db", ".sqlite", ".sqlite3")
     native_transactions: ClassVar[bool] = True
+    durability: ClassVar[str] = (
+        "WAL; each write is committed before the call returns unless a writer opens it "
+        "with commit_every=N; synchronous=NORMAL by default (survives a killed process), "
+        "synchronous='FULL' survives power loss"
+    )
+    # Nothing reads a file migrate builds in its scratch folder, and every file is fsynced
+    # before it is moved into place, so per-commit syncs would only slow the import down.
+    scratch_options: ClassVar[Mapping[str, Any]] = {"synchronous": "OFF"}
 
     @staticmethod
     def sniff(head: bytes) -> bool:
         return head.startswith(b"SQLite format 3\x00")
+
+    @classmethod
+    def owns(cls, path: str) -> bool:
+        # Python 3.13+'s dbm (shelve) writes SQLite files too, named as given (often .db).
+        return not is_dbm_sqlite3(path)
 
     def __init__(
         self,
@@ -833,3 +849,43 @@ class SqliteBackend(BackendBase):
         if self.immutable:
             ro += " (immutable: nothing may write it while open)"
         return f"sqlite {self.path!r} table {self.table!r}{ro}"
+
+    # For the command line and migrate (see BackendBase).
+
+    def tables(self) -> list[str]:
+        """The tables of this file that have ``key`` and ``value`` columns, sorted."""
+        from persistdict.migrate.sqlite_sources import connect_read_only, key_value_tables
+
+        cx = connect_read_only(self.path)
+        try:
+            return sorted(key_value_tables(cx))
+        finally:
+            cx.close()
+
+    @classmethod
+    def has_table(cls, path: str, table: str) -> bool:
+        from persistdict.migrate.sqlite_sources import connect_read_only
+
+        try:
+            cx = connect_read_only(path)
+        except (OSError, CorruptError):
+            return False  # opening it reports what is wrong
+        try:
+            row = cx.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+            return row is not None
+        except sqlite3.Error:
+            return False
+        finally:
+            cx.close()
+
+    @classmethod
+    def drop_empty_table(cls, path: str, table: str) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            cx = sqlite3.connect(path, isolation_level=None)
+            try:
+                if cx.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] == 0:
+                    cx.execute(f'DROP TABLE "{table}"')
+            finally:
+                cx.close()

@@ -15,12 +15,11 @@ from typing import Any, TextIO
 
 import persistdict
 from persistdict import migrate
-from persistdict.backends import backend_class
+from persistdict.backends import available, declared_class
 from persistdict.backends.base import MissingTableError
 from persistdict.detect import detect_backend
 from persistdict.fileio import previous_path
 from persistdict.mapping import PersistDict
-from persistdict.migrate.sqlite_sources import connect_read_only, key_value_tables
 from persistdict.migrate.target import local_path, remove_dead_scratches, writing
 from persistdict.serializers import why_not_json
 from persistdict.urls import mask_password, split_scheme
@@ -55,18 +54,6 @@ EXIT_CODES = {
     "by another process, read-only, pickle refused, or an I/O error",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT); nothing was half-written",
     EXIT_TERMINATED: "terminated (SIGTERM); nothing was half-written",
-}
-
-_DURABILITY = {
-    "dbm": "written in place by the stdlib dbm; flush() syncs where dbm can; a crash "
-    "mid-write can damage the file",
-    "memory": "nothing is kept after the process ends",
-    "lmdb": "each write is an LMDB transaction, fsynced at commit unless a writer opens it "
-    "with sync=False",
-    "redis": "each write reaches the server before the call returns; what survives a server "
-    "crash depends on its persistence settings (appendonly, appendfsync)",
-    "postgres": "each write is committed before the call returns; PostgreSQL's WAL and "
-    "synchronous_commit decide what survives a crash",
 }
 
 
@@ -124,7 +111,7 @@ def _add_recover(args: argparse.Namespace, target: str, options: dict[str, Any])
     if not getattr(args, "recover", False):
         return
     chosen = detect_backend(target, args.format) if args.backend == "auto" else args.backend
-    if not getattr(backend_class(chosen), "stores_objects", False):
+    if not declared_class(chosen).stores_objects:
         raise UsageError(
             f"--recover puts back the previous generation of a json, csv or pickle file; "
             f"{mask_password(target)!r} is a {chosen} store, which keeps none"
@@ -274,7 +261,7 @@ def _recovered_source(args: argparse.Namespace) -> tuple[str, str | None]:
     """SRC and its format for ``convert --recover``: the previous generation kept beside a
     damaged snapshot file, read where it lies (nothing is moved), or SRC itself if whole."""
     chosen = args.source if args.source != "auto" else detect_backend(args.src, args.src_format)
-    if chosen not in ("json", "csv", "pickle"):
+    if chosen not in available() or not declared_class(chosen).stores_objects:
         raise UsageError(
             "--recover copies the previous generation of a damaged json, csv or pickle file; "
             f"{mask_password(args.src)!r} is read as {chosen}, which keeps none"
@@ -387,43 +374,26 @@ def _size(path: str) -> int:
     return total
 
 
-def _durability(backend: Any) -> str:
-    if getattr(backend, "stores_objects", False):
-        return "the whole file is replaced atomically and fsynced on every flush and close"
-    if hasattr(backend, "synchronous"):
-        return (
-            "WAL; each write is committed before the call returns unless a writer opens it "
-            "with commit_every=N; synchronous=NORMAL by default (survives a killed process), "
-            "synchronous='FULL' survives power loss"
-        )
-    text = getattr(backend, "durability", None) or _DURABILITY.get(backend.name)
-    return str(text) if text else "see the backends table in the README"
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     with _open(args, args.target, "r") as d:
         backend = d.backend
         facts: dict[str, Any] = {"target": mask_password(args.target), "backend": backend.name}
-        table = getattr(backend, "table", None)
+        table, path = backend.table, backend.path
         if table is not None:
             facts["table"] = table
-        path = getattr(backend, "path", None)
-        if backend.name == "sqlite" and path is not None:
-            cx = connect_read_only(path)
-            try:
-                facts["tables"] = sorted(key_value_tables(cx))
-            finally:
-                cx.close()
-            if table not in facts["tables"]:
+        tables = backend.tables()
+        if tables is not None:
+            facts["tables"] = tables
+            if table not in tables:
                 # A read-only open of a missing table is an empty dict; here it is a typo.
-                found = ", ".join(facts["tables"]) or "none"
+                found = ", ".join(tables) or "none"
                 raise UsageError(f"{path!r} has no table {table!r}; its tables: {found}")
         facts["keys"] = len(d)
         if path is not None:
             facts["size"] = _size(path)
-        elif split_scheme(args.target)[0] not in (None, "memory"):
+        elif backend.persistent and split_scheme(args.target)[0] is not None:
             facts["size"] = None
-        facts["durability"] = _durability(backend)
+        facts["durability"] = backend.durability
     if args.json:
         print(json.dumps(facts, ensure_ascii=False))
         return EXIT_OK

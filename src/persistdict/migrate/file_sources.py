@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import persistdict
+from persistdict.backends import declared_class
 from persistdict.detect import detect_backend, is_dbm_sqlite3
 from persistdict.errors import CorruptError, no_such
 from persistdict.migrate.base import Source, UntrustedPickleError, refusal
@@ -167,9 +168,11 @@ class NativeSource(Source):
     ) -> None:
         self.kind = kind
         chosen = detect_backend(target, fmt) if backend == "auto" else backend
-        if chosen == "pickle" and not trust_pickle:
+        if declared_class(chosen).runs_code and not trust_pickle:
             # The pickle backend unpickles the whole file as it opens: refuse before that.
-            raise UntrustedPickleError(refusal(f"pickle file {target!r}", "it is a pickle file"))
+            raise UntrustedPickleError(
+                refusal(f"{chosen} file {target!r}", f"it is a {chosen} file")
+            )
         options: dict[str, Any] = {"backend": chosen}
         if table is not None:
             options["table"] = table

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import stat
 import tempfile
 import time
@@ -36,7 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import persistdict
-from persistdict.backends import backend_class
+from persistdict.backends import declared_class
 from persistdict.backends.base import MissingTableError
 from persistdict.detect import detect_backend
 from persistdict.errors import LockedError, no_such
@@ -48,8 +47,7 @@ from persistdict.fileio import (
 )
 from persistdict.locking import FileLock, lock_path_for
 from persistdict.mapping import PersistDict
-from persistdict.migrate.sqlite_sources import connect_read_only
-from persistdict.urls import split_scheme, url_path
+from persistdict.urls import split_scheme
 
 __all__ = [
     "COMMIT",
@@ -70,17 +68,6 @@ class DestinationExistsError(persistdict.Error, FileExistsError):
     """The destination already holds data and the caller did not say what to do with it."""
 
 
-def _file_path(target: str, factory: Any) -> str | None:
-    """The local path the destination lives at, or ``None`` for a server or memory."""
-    if not getattr(factory, "persistent", True):
-        return None
-    # A backend taking whole URLs is a server unless it also claims file suffixes (LMDB reads
-    # options from its URL but lives in a local folder).
-    if getattr(factory, "takes_url", False) and not getattr(factory, "suffixes", ()):
-        return None
-    return url_path(target) if split_scheme(target)[0] is not None else target
-
-
 def local_path(target: str, backend: str = "auto", fmt: str | None = None) -> str | None:
     """The local path ``target`` names (a path, or a file URL such as ``sqlite:///x.db``), or
     ``None`` for a server, memory, or a URL no backend claims."""
@@ -88,7 +75,7 @@ def local_path(target: str, backend: str = "auto", fmt: str | None = None) -> st
         return target
     try:
         chosen = detect_backend(target, fmt) if backend == "auto" else backend
-        return _file_path(target, backend_class(chosen))
+        return declared_class(chosen).local_path(target)
     except (ValueError, KeyError):
         return None
 
@@ -148,8 +135,8 @@ def writing(
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {EXISTING}, not {existing!r}")
     chosen = detect_backend(target, fmt) if backend == "auto" else backend
-    factory = backend_class(chosen)
-    path = _file_path(target, factory)
+    contract = declared_class(chosen)
+    path = contract.local_path(target)
     if path is None:
         with _in_transaction(target, chosen, table, existing, options, None) as pair:
             yield pair
@@ -165,22 +152,20 @@ def writing(
         with _new_file(real, path, chosen, table, options) as pair:
             yield pair
         return
-    with contextlib.ExitStack() as stack:
-        if chosen == "dbm" or getattr(factory, "stores_objects", False):
-            # The writer lock these backends take: no other persistdict writer changes the
-            # destination while its copy is built and swapped in.
-            lock = FileLock(real, options.get("timeout", 10.0))
-            lock.acquire()
-            stack.callback(lock.release)
-        if getattr(factory, "stores_objects", False):
-            with _new_snapshot(real, path, chosen, existing, options) as pair:
-                yield pair
-        elif chosen == "dbm":
-            with _dbm_copy(real, path, existing, options) as pair:
-                yield pair
-        else:
-            with _in_transaction(target, chosen, table, existing, options, real) as pair:
-                yield pair
+    if contract.rewrite == "transaction":
+        with _in_transaction(target, chosen, table, existing, options, real) as pair:
+            yield pair
+        return
+    # The writer lock these backends take: no other persistdict writer changes the
+    # destination while its copy is built and swapped in.
+    lock = FileLock(real, options.get("timeout", 10.0))
+    lock.acquire()
+    try:
+        rewrite = _new_snapshot if contract.rewrite == "new_file" else _dbm_copy
+        with rewrite(real, path, chosen, existing, options) as pair:
+            yield pair
+    finally:
+        lock.release()
 
 
 @contextmanager
@@ -194,7 +179,8 @@ def _in_transaction(
 ) -> Iterator[tuple[PersistDict, str]]:
     # SQLite, LMDB, Redis and PostgreSQL: one storage transaction, so a kill at any point
     # leaves the destination as it was (the server or the file's journal undoes the rest).
-    table_was_new = path is not None and backend == "sqlite" and not _has_table(path, table)
+    contract = declared_class(backend)
+    table_was_new = path is not None and not contract.has_table(path, table)
     if existing == "refuse" and not table_was_new:
         _refuse_if_filled(target, backend, table, options)
     d: PersistDict | None = None
@@ -213,7 +199,7 @@ def _in_transaction(
         if d is not None:
             d.close()
         if table_was_new and path is not None:
-            _drop_if_empty(path, table)
+            contract.drop_empty_table(path, table)
         raise
     COMMIT.leave(done=True)
 
@@ -269,14 +255,14 @@ def _dbm_files(real: str) -> list[str]:
 
 @contextmanager
 def _dbm_copy(
-    real: str, path: str, existing: str, options: dict[str, Any]
+    real: str, path: str, backend: str, existing: str, options: dict[str, Any]
 ) -> Iterator[tuple[PersistDict, str]]:
     # dbm has no transactions: written in place, a kill leaves it half-written. So the
     # copy is written into a copy of it, which replaces it in one rename. A dbm kept in
     # several files (dbm.dumb's .dat and .dir, ndbm's .dir and .pag) can't be replaced in
     # one step, so that is refused before anything is written.
     files = _dbm_files(real)
-    with persistdict.open(real, "r", backend="dbm", **options) as current:
+    with persistdict.open(real, "r", backend=backend, **options) as current:
         count = len(current)
         kind = dbm.whichdb(real) or "dbm"
     if existing == "refuse" and count:
@@ -293,7 +279,7 @@ def _dbm_copy(
     with _scratch(folder, name) as scratch:
         building = os.path.join(scratch, name)
         shutil.copy2(os.path.join(folder, files[0]), os.path.join(scratch, files[0]))
-        d = persistdict.open(building, "w", backend="dbm", **options)
+        d = persistdict.open(building, "w", backend=backend, **options)
         try:
             if existing == "replace":
                 d.clear()
@@ -316,10 +302,8 @@ def _new_file(
 ) -> Iterator[tuple[PersistDict, str]]:
     folder, name = os.path.split(real)
     with _scratch(folder, name) as scratch:
-        if backend == "sqlite" and "synchronous" not in options:
-            # Nothing reads the scratch file, and every file is fsynced before it is moved
-            # into place, so per-commit syncs would only slow the import down.
-            options = {**options, "synchronous": "OFF"}
+        # Every file is fsynced before it is moved into place (the backend may skip its own).
+        options = {**declared_class(backend).scratch_options, **options}
         building = os.path.join(scratch, name)
         d = persistdict.open(building, "n", backend=backend, table=table, **options)
         label = d.backend.describe().replace(repr(building), repr(path))
@@ -538,31 +522,3 @@ def _write_synced(path: str, text: str) -> None:
         fsync_file(fd)
     finally:
         os.close(fd)
-
-
-def _has_table(path: str, table: str) -> bool:
-    try:
-        cx = connect_read_only(path)
-    except (OSError, persistdict.CorruptError):
-        return False  # open() below reports it
-    try:
-        row = cx.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-        ).fetchone()
-        return row is not None
-    except sqlite3.Error:
-        return False
-    finally:
-        cx.close()
-
-
-def _drop_if_empty(path: str, table: str) -> None:
-    # open() created the table before the transaction began; a failed copy into a table
-    # that did not exist should not leave an empty one behind.
-    with contextlib.suppress(sqlite3.Error):
-        cx = sqlite3.connect(path, isolation_level=None)
-        try:
-            if cx.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] == 0:
-                cx.execute(f'DROP TABLE "{table}"')
-        finally:
-            cx.close()
