@@ -575,7 +575,7 @@ def test_dbm_destination_built_whole(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["postgres", "redis"])
 def test_copy_into_a_server_is_one_transaction(kind: str, tmp_path: Path) -> None:
-    from tests.conftest import namespace, server_url
+    from tests.helpers import namespace, server_url
 
     url = server_url(kind)
     name = namespace(kind, tmp_path)

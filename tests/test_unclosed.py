@@ -21,7 +21,7 @@ import pytest
 
 import persistdict
 from persistdict import mapping
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 

@@ -20,7 +20,7 @@ from tests.backends.test_sqlite import (  # noqa: F401 (fixtures)
     root_owned_folder,
     small_disk,
 )
-from tests.conftest import (
+from tests.helpers import (
     STRESS,
     acknowledged_before_kill,
     check_a_client_killed_in_a_transaction_blocks_no_one,

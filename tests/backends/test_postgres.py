@@ -13,7 +13,7 @@ import persistdict
 from persistdict import CorruptError, PersistDict
 from persistdict.serializers import JsonSerializer
 from persistdict.testing import MappingConformance
-from tests.conftest import (
+from tests.helpers import (
     STRESS,
     acknowledged_before_kill,
     check_a_client_killed_in_a_transaction_blocks_no_one,

@@ -16,7 +16,7 @@ import pytest
 import persistdict
 from persistdict import LockedError, PersistDict
 from persistdict.testing import MappingConformance
-from tests.conftest import (
+from tests.helpers import (
     STRESS,
     acknowledged_before_kill,
     check_a_client_killed_in_a_transaction_blocks_no_one,

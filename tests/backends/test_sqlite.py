@@ -21,7 +21,7 @@ import persistdict
 from persistdict import PersistDict
 from persistdict.backends.sqlite import SqliteBackend
 from persistdict.testing import MappingConformance
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 
 def read_all(target: Path, **options: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from tests.concurrency.harness import (
     shares_writers,
     stress,
 )
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
 

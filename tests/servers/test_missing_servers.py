@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 _ROOT = Path(__file__).resolve().parents[2]
 # Every test module that talks to a server; the throwaway redis-server tests start their own.
