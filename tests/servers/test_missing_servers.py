@@ -16,7 +16,7 @@ _SERVER_TESTS = [
     "tests/backends/test_postgres.py",
     "tests/backends/test_redis.py",
     "tests/servers",
-    "tests/test_migrate.py::test_copy_into_a_server_is_one_transaction",
+    "tests/migrate/test_server_destinations.py",
 ]
 
 
