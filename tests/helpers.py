@@ -191,6 +191,21 @@ def subprocess_env() -> dict[str, Any]:
     return dict(os.environ)
 
 
+def run_pytest_on(suite: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Write ``source`` to the test file ``suite`` and run pytest on it in a child process (in
+    its folder, quiet, no cache), with ``args``; its output is returned, whatever the result."""
+    suite.write_text(source)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, suite.name],
+        cwd=suite.parent,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 _INCREMENT = """
 import json, sys, persistdict
 with persistdict.open(sys.argv[1], **json.loads(sys.argv[2])) as d:

@@ -96,5 +96,5 @@ class TestDbmSqlite3File(MappingConformance):
             make_dbm_sqlite3(folder / "shelf", {})
         return persistdict.open(folder / "shelf", backend="dbm", **options)
 
-    def test_missing_target_with_flag_r_or_w(self, tmp_path: Path) -> None:
-        pytest.skip("open_dict makes the file before opening it; TestDbm opens a missing one")
+    # Not collected here: open_dict makes the file before opening it; TestDbm opens a missing one.
+    test_missing_target_with_flag_r_or_w = None
