@@ -91,6 +91,8 @@ class TestDbmSqlite3File(MappingConformance):
     """The whole contract on a dbm.sqlite3 file, on every Python (3.13+ makes one by default,
     which TestDbm covers there)."""
 
+    backend_name = "dbm"
+
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         if not (folder / "shelf").exists():
             make_dbm_sqlite3(folder / "shelf", {})

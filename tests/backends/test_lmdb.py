@@ -31,12 +31,16 @@ from tests.helpers import (
 
 
 class TestLmdb(MappingConformance):
+    backend_name = "lmdb"
+
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         return persistdict.open(folder / "data.lmdb", **options)
 
 
 class TestLmdbTinyMap(MappingConformance):
     """A 32 KiB map to start with: every test makes it grow, inside transactions too."""
+
+    backend_name = "lmdb"
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         return persistdict.open(f"lmdb:///{folder}/tiny.lmdb?map_size=32768", **options)

@@ -27,6 +27,7 @@ from tests.helpers import (
 
 
 class TestPostgres(MappingConformance):
+    backend_name = "postgres"
     file_based = False
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
@@ -35,6 +36,7 @@ class TestPostgres(MappingConformance):
 
 
 class TestPostgresPickle(MappingConformance):
+    backend_name = "postgres"
     file_based = False
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:

@@ -30,6 +30,7 @@ from tests.helpers import (
 
 
 class TestRedis(MappingConformance):
+    backend_name = "redis"
     file_based = False
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
@@ -38,6 +39,7 @@ class TestRedis(MappingConformance):
 
 
 class TestRedisBatched(MappingConformance):
+    backend_name = "redis"
     file_based = False
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
