@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import persistdict
-from tests.conftest import namespace, server_url
+from tests.helpers import namespace, server_url
 from tests.test_cli import assert_one_line_error, run
 
 

@@ -282,7 +282,7 @@ def test_backends_page_states_an_order_for_every_backend() -> None:
     "name", ["json", "csv", "pickle", "memory", "sqlite", "dbm", "lmdb", "redis", "postgres"]
 )
 def test_iteration_order_is_the_one_the_backends_page_states(name: str, tmp_path: Path) -> None:
-    from tests.conftest import namespace, server_url
+    from tests.helpers import namespace, server_url
 
     targets: dict[str, tuple[str, dict[str, Any]]] = {
         "json": (str(tmp_path / "d.json"), {}),

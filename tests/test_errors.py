@@ -228,8 +228,17 @@ _UTF8_TARGETS = {
 }
 
 
-@pytest.mark.parametrize("where", ["key", "value", "nested-value", "update"])
-@pytest.mark.parametrize("name", sorted(_UTF8_TARGETS))
+# dbm keeps such keys as they are (surrogatepass) and reads them back: only its values are
+# refused, so its key and update cases are not collected.
+_UTF8_CASES = [
+    (name, where)
+    for name in sorted(_UTF8_TARGETS)
+    for where in ("key", "value", "nested-value", "update")
+    if not (name == "dbm" and where in ("key", "update"))
+]
+
+
+@pytest.mark.parametrize(("name", "where"), _UTF8_CASES, ids=["-".join(c) for c in _UTF8_CASES])
 def test_a_lone_surrogate_is_refused_naming_the_key_and_nothing_changes(
     tmp_path: Path, name: str, where: str
 ) -> None:
@@ -237,8 +246,6 @@ def test_a_lone_surrogate_is_refused_naming_the_key_and_nothing_changes(
     remedy); LMDB, Redis and PostgreSQL said which key can't be stored as UTF-8."""
     if name == "lmdb":
         pytest.importorskip("lmdb")
-    if name == "dbm" and where in ("key", "update"):
-        pytest.skip("dbm keeps such keys as they are (surrogatepass) and reads them back")
     path, options = _UTF8_TARGETS[name]
     key, value = "k", "ok"
     if where == "key":

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import persistdict
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "python-persistdict"

@@ -44,7 +44,15 @@ TestSqliteWritebackStateful = machine_for(test_sqlite.TestSqlite(), writeback=Tr
 TestDbmWritebackStateful = machine_for(test_dbm.TestDbm(), writeback=True).TestCase
 TestRedisWritebackStateful = machine_for(test_redis.TestRedisBatched(), writeback=True).TestCase
 
-for _case in (
+
+# A function, not a module-level loop: the loop variable would stay bound to the last class,
+# and pytest collects every unittest.TestCase it finds, whatever its name, so it ran twice.
+def _configure(*cases: type) -> None:
+    for case in cases:
+        case.settings = _SETTINGS
+
+
+_configure(
     TestJsonStateful,
     TestCsvStateful,
     TestPickleStateful,
@@ -60,5 +68,4 @@ for _case in (
     TestSqliteWritebackStateful,
     TestDbmWritebackStateful,
     TestRedisWritebackStateful,
-):
-    _case.settings = _SETTINGS
+)

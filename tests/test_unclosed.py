@@ -21,7 +21,7 @@ import pytest
 
 import persistdict
 from persistdict import mapping
-from tests.conftest import subprocess_env
+from tests.helpers import run_pytest_on, subprocess_env
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 
@@ -125,16 +125,7 @@ class TestLeaky(MappingConformance):
 
 def test_the_conformance_suite_catches_a_leaked_descriptor(tmp_path: Path) -> None:
     # Negative control for the fd-leak check every conformance test runs under.
-    (tmp_path / "test_leaky.py").write_text(_LEAKY_SUITE)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "test_empty"],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_pytest_on(tmp_path / "test_leaky.py", _LEAKY_SUITE, "-k", "test_empty")
     assert done.returncode == 1, done.stdout
     assert "file descriptors left open" in done.stdout
     assert "forgotten" in done.stdout

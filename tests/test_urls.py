@@ -13,7 +13,7 @@ import pytest
 import persistdict
 from persistdict.detect import detect_backend
 from persistdict.urls import mask_password, parse_bool, url_options
-from tests.conftest import namespace, server_url, subprocess_env
+from tests.helpers import namespace, server_url, subprocess_env
 
 _CONVERTERS = {"db": int, "timeout": float, "sync": parse_bool, "prefix": str}
 

@@ -12,6 +12,7 @@ from persistdict.testing import MappingConformance
 
 
 class TestCsv(MappingConformance):
+    backend_name = "csv"
     live_objects = True
     str_values_only = True
     nul_in_text = False

@@ -16,6 +16,8 @@ from tests.backends.test_sqlite import SmallDisk, small_disk  # noqa: F401
 
 
 class TestDbm(MappingConformance):
+    backend_name = "dbm"
+
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         return persistdict.open(folder / "shelf", backend="dbm", **options)
 

@@ -91,10 +91,12 @@ class TestDbmSqlite3File(MappingConformance):
     """The whole contract on a dbm.sqlite3 file, on every Python (3.13+ makes one by default,
     which TestDbm covers there)."""
 
+    backend_name = "dbm"
+
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         if not (folder / "shelf").exists():
             make_dbm_sqlite3(folder / "shelf", {})
         return persistdict.open(folder / "shelf", backend="dbm", **options)
 
-    def test_missing_target_with_flag_r_or_w(self, tmp_path: Path) -> None:
-        pytest.skip("open_dict makes the file before opening it; TestDbm opens a missing one")
+    # Not collected here: open_dict makes the file before opening it; TestDbm opens a missing one.
+    test_missing_target_with_flag_r_or_w = None

@@ -9,6 +9,7 @@ from persistdict.testing import MappingConformance
 
 
 class TestJson(MappingConformance):
+    backend_name = "json"
     live_objects = True
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:

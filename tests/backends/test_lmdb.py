@@ -20,7 +20,7 @@ from tests.backends.test_sqlite import (  # noqa: F401 (fixtures)
     root_owned_folder,
     small_disk,
 )
-from tests.conftest import (
+from tests.helpers import (
     STRESS,
     acknowledged_before_kill,
     check_a_client_killed_in_a_transaction_blocks_no_one,
@@ -31,12 +31,16 @@ from tests.conftest import (
 
 
 class TestLmdb(MappingConformance):
+    backend_name = "lmdb"
+
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         return persistdict.open(folder / "data.lmdb", **options)
 
 
 class TestLmdbTinyMap(MappingConformance):
     """A 32 KiB map to start with: every test makes it grow, inside transactions too."""
+
+    backend_name = "lmdb"
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         return persistdict.open(f"lmdb:///{folder}/tiny.lmdb?map_size=32768", **options)

@@ -9,6 +9,7 @@ from persistdict.testing import MappingConformance
 
 
 class TestMemory(MappingConformance):
+    backend_name = "memory"
     persistent = False
     file_based = False
 

@@ -11,6 +11,7 @@ from persistdict.testing import MappingConformance
 
 
 class TestPickle(MappingConformance):
+    backend_name = "pickle"
     live_objects = True
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:

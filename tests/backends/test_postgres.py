@@ -13,7 +13,7 @@ import persistdict
 from persistdict import CorruptError, PersistDict
 from persistdict.serializers import JsonSerializer
 from persistdict.testing import MappingConformance
-from tests.conftest import (
+from tests.helpers import (
     STRESS,
     acknowledged_before_kill,
     check_a_client_killed_in_a_transaction_blocks_no_one,
@@ -27,6 +27,7 @@ from tests.conftest import (
 
 
 class TestPostgres(MappingConformance):
+    backend_name = "postgres"
     file_based = False
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
@@ -35,6 +36,7 @@ class TestPostgres(MappingConformance):
 
 
 class TestPostgresPickle(MappingConformance):
+    backend_name = "postgres"
     file_based = False
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:

@@ -16,7 +16,7 @@ import pytest
 import persistdict
 from persistdict import LockedError, PersistDict
 from persistdict.testing import MappingConformance
-from tests.conftest import (
+from tests.helpers import (
     STRESS,
     acknowledged_before_kill,
     check_a_client_killed_in_a_transaction_blocks_no_one,
@@ -30,6 +30,7 @@ from tests.conftest import (
 
 
 class TestRedis(MappingConformance):
+    backend_name = "redis"
     file_based = False
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
@@ -38,6 +39,7 @@ class TestRedis(MappingConformance):
 
 
 class TestRedisBatched(MappingConformance):
+    backend_name = "redis"
     file_based = False
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:

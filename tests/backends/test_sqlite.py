@@ -21,7 +21,7 @@ import persistdict
 from persistdict import PersistDict
 from persistdict.backends.sqlite import SqliteBackend
 from persistdict.testing import MappingConformance
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 
 def read_all(target: Path, **options: Any) -> dict[str, Any]:
@@ -30,11 +30,15 @@ def read_all(target: Path, **options: Any) -> dict[str, Any]:
 
 
 class TestSqlite(MappingConformance):
+    backend_name = "sqlite"
+
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         return persistdict.open(folder / "data.db", **options)
 
 
 class TestSqliteBatched(MappingConformance):
+    backend_name = "sqlite"
+
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         return persistdict.open(folder / "data.db", table="batched", commit_every=7, **options)
 

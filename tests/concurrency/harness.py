@@ -2,7 +2,10 @@
 
 Cases are the conformance classes of ``tests/backends`` (``MappingConformance`` subclasses):
 their ``open_dict(folder)`` gives the same dict for the same folder, so a backend added there
-(redis, postgres, lmdb...) is stressed here with no change to this folder.
+(redis, postgres, lmdb...) is stressed here with no change to this folder. Each case names the
+backend it opens in ``backend_name`` (a registry name), so that a test is parametrized at
+collection only over the cases whose backend has what it needs (``cases_where``); the
+threads test checks that every case opens the backend it names.
 
 Sizes are small for CI; ``PERSISTDICT_STRESS=N`` multiplies every operation count by N for a
 long run by hand, e.g. ``PERSISTDICT_STRESS=50 python -m pytest tests/concurrency``.
@@ -31,6 +34,7 @@ import pytest
 import persistdict
 import tests.backends
 from persistdict import PersistDict
+from persistdict.backends import backend_class
 from persistdict.testing import MappingConformance
 
 THREADS = 8
@@ -71,14 +75,29 @@ def case_id(case: type[MappingConformance]) -> str:
     return case.__name__.removeprefix("Test").lower()
 
 
-def shares_writers(d: PersistDict) -> bool:
-    """Whether several processes may write this store at once.
+def case_backend(case: type[MappingConformance]) -> Any:
+    """The backend class ``case.open_dict`` opens: the registry's class of its ``backend_name``."""
+    return backend_class(case.backend_name)
+
+
+def shares_writers(b: Any) -> bool:
+    """Whether several processes may write a store of backend ``b`` (a class or an instance).
 
     Per-key stores with storage transactions (sqlite, lmdb, redis, postgres) do; snapshot
     files and dbm have one writer at a time (a file lock), memory lives in one process.
     """
-    b = d.backend
     return bool(b.native_transactions and b.persistent and not b.stores_objects)
+
+
+def one_writer_at_a_time(b: Any) -> bool:
+    """Whether a store of backend ``b`` keeps data with one writer at a time (json, csv, pickle
+    files; dbm): a second writer waits for the writer lock."""
+    return bool(b.persistent and not shares_writers(b))
+
+
+def cases_where(needs: Callable[[Any], bool]) -> list[type[MappingConformance]]:
+    """The conformance cases whose backend class meets ``needs``, to parametrize a test over."""
+    return [case for case in conformance_cases() if needs(case_backend(case))]
 
 
 # Threads.

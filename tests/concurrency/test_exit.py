@@ -10,7 +10,7 @@ from pathlib import Path
 
 import persistdict
 from tests.concurrency.harness import integrity
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 
 def _run(script: str, folder: Path) -> subprocess.CompletedProcess[str]:

@@ -21,17 +21,21 @@ from persistdict import ClosedError, LockedError
 from persistdict.testing import MappingConformance
 from tests.concurrency.harness import (
     case_id,
-    conformance_cases,
+    cases_where,
     integrity,
+    one_writer_at_a_time,
     run_in_fork,
     shares_writers,
     stress,
 )
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
 
-CASES = conformance_cases()
+# Stores with one writer at a time refuse changes in a forked child; shared stores reconnect
+# there (memory keeps nothing to share and is in neither).
+SINGLE_WRITER = cases_where(one_writer_at_a_time)
+SHARED = cases_where(shares_writers)
 
 
 def test_sqlite_dict_used_in_parent_and_child_stays_whole(tmp_path: Path) -> None:
@@ -178,14 +182,11 @@ def test_children_exiting_normally_with_inherited_connections(tmp_path: Path) ->
         assert dict(r) == {"b": 2, "c": 4}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+@pytest.mark.parametrize("case", SINGLE_WRITER, ids=[case_id(c) for c in SINGLE_WRITER])
 def test_single_writer_in_a_forked_child_fails_clearly_and_file_is_intact(
     case: type[MappingConformance], tmp_path: Path
 ) -> None:
     d = case().open_dict(tmp_path)
-    if shares_writers(d) or not d.backend.persistent:
-        d.close()
-        pytest.skip("reconnects in the child (or keeps nothing)")
     d.update({"a": "1", "b": "2"})
     d.flush()
 
@@ -245,15 +246,12 @@ def test_lock_held_by_another_thread_at_fork_does_not_hang_the_child() -> None:
     d.close()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+@pytest.mark.parametrize("case", SHARED, ids=[case_id(c) for c in SHARED])
 def test_shared_store_used_in_parent_and_child(
     case: type[MappingConformance], tmp_path: Path
 ) -> None:
     conformance = case()
     d = conformance.open_dict(tmp_path)
-    if not shares_writers(d):
-        d.close()
-        pytest.skip("one writer at a time: see the single-writer test above")
     n = 100 * stress()
 
     def use(who: str) -> None:

@@ -23,25 +23,18 @@ from persistdict.testing import MappingConformance
 from tests.concurrency.harness import (
     Writer,
     case_id,
+    cases_where,
     check_whole,
-    conformance_cases,
     generation,
-    shares_writers,
+    one_writer_at_a_time,
     stress,
 )
 
-CASES = conformance_cases()
+# Only the stores with one writer at a time: the others are not collected here.
+CASES = cases_where(one_writer_at_a_time)
 IDS = [case_id(c) for c in CASES]
-
-
-def _single_writer(case: type[MappingConformance], folder: Path) -> PersistDict:
-    """Open the store once (creating it); skip backends that take many writers."""
-    d = case().open_dict(folder)
-    if shares_writers(d) or not d.backend.persistent:
-        name = d.backend.name
-        d.close()
-        pytest.skip(f"{name}: not a one-writer-at-a-time store")
-    return d
+# Of those, the snapshot files (readers of dbm read the live file).
+SNAPSHOT_CASES = cases_where(lambda b: one_writer_at_a_time(b) and b.stores_objects)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -52,7 +45,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_second_writer_gets_locked_error_naming_file_and_holder(
     case: type[MappingConformance], tmp_path: Path
 ) -> None:
-    _single_writer(case, tmp_path).close()
+    case().open_dict(tmp_path).close()
     writer = Writer(case, tmp_path)
     try:
         before = _files(tmp_path)
@@ -76,7 +69,7 @@ def test_second_writer_gets_locked_error_naming_file_and_holder(
 def test_second_writer_waits_for_the_first_to_close(
     case: type[MappingConformance], tmp_path: Path
 ) -> None:
-    first = _single_writer(case, tmp_path)
+    first = case().open_dict(tmp_path)
     first["a"] = "1"
     opened: list[PersistDict] = []
     waiter = threading.Thread(target=lambda: opened.append(case().open_dict(tmp_path)))
@@ -100,7 +93,7 @@ def test_writer_waiting_on_a_new_file_keeps_what_the_first_saved(
     # then overwritten with the empty one.
     made = tmp_path / "made"
     made.mkdir()
-    with _single_writer(case, made) as d:
+    with case().open_dict(made) as d:
         d.update({"x": "1", "y": "2"})
         name = Path(d.backend.path).name  # type: ignore[attr-defined]
     folder = tmp_path / "new"
@@ -178,13 +171,11 @@ def test_another_thread_gets_locked_error_naming_this_process(tmp_path: Path) ->
         assert d["a"] == 1
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", SNAPSHOT_CASES, ids=[case_id(c) for c in SNAPSHOT_CASES])
 def test_reader_sees_whole_snapshots_and_later_flushes_after_refresh(
     case: type[MappingConformance], tmp_path: Path
 ) -> None:
-    with _single_writer(case, tmp_path) as d:
-        if not d.backend.stores_objects:
-            pytest.skip("not a snapshot file: readers of dbm read the live file")
+    case().open_dict(tmp_path).close()
     gens = 300 * stress()
     writer = Writer(case, tmp_path, gens=gens)
     try:
@@ -212,7 +203,7 @@ def test_reader_sees_whole_snapshots_and_later_flushes_after_refresh(
 def test_killed_writer_leaves_nothing_that_blocks_the_next_open(
     case: type[MappingConformance], tmp_path: Path
 ) -> None:
-    with _single_writer(case, tmp_path) as d:
+    with case().open_dict(tmp_path) as d:
         path = d.backend.path  # type: ignore[attr-defined]
     writer = Writer(case, tmp_path)
     writer.kill()  # SIGKILL while it holds the lock, after flushing generation 1

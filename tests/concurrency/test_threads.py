@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from persistdict.testing import MappingConformance
-from tests.concurrency.harness import case_id, conformance_cases, hammer_threads, stress
+from tests.concurrency.harness import (
+    case_backend,
+    case_id,
+    conformance_cases,
+    hammer_threads,
+    stress,
+)
 
 CASES = conformance_cases()
 
@@ -22,6 +28,8 @@ def test_threads_share_one_dict_without_losing_writes(
     conformance = case()
     d = conformance.open_dict(tmp_path)
     try:
+        # The backend the case names, by which the other concurrency tests pick their cases.
+        assert d.backend.name == case_backend(case).name == case.backend_name
         expected, _ = hammer_threads(d, conformance.value, ops=250 * stress())
         assert dict(d) == expected
         assert len(d) == len(expected)

@@ -64,7 +64,7 @@ def destination(kind: str, tmp_path: Path) -> Destination:
     if kind == "lmdb":
         pytest.importorskip("lmdb")
         return Destination(str(folder / "dst.lmdb"), [], {}, folder / "dst.lmdb")
-    from tests.conftest import namespace, server_url
+    from tests.helpers import namespace, server_url
 
     url = server_url(kind)
     name = namespace(kind, tmp_path)

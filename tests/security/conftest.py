@@ -1,4 +1,5 @@
-"""Fixtures for the local-users tests: folders another uid can reach, and running as it.
+"""Fixtures for the local-users tests: folders another uid can reach (see helpers.py for the
+other user and running as it).
 
 These tests need root: they plant files owned by another user (``os.lchown``) and read the
 folder as that user (``setpriv`` to uid 65534, "nobody"). Without root they skip.
@@ -8,21 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-#: The other local user: nobody/nogroup on Debian and most Linux systems.
-OTHER_UID = 65534
-
-needs_root = pytest.mark.skipif(
-    sys.platform == "win32" or os.geteuid() != 0 or shutil.which("setpriv") is None,
-    reason="needs root and setpriv to act as another local user",
-)
+from tests.security.helpers import OTHER_UID
 
 
 def _folder(mode: int, owner: int | None = None) -> Iterator[Path]:
@@ -54,22 +47,3 @@ def sticky_folder() -> Iterator[Path]:
 def others_sticky_folder() -> Iterator[Path]:
     """A world-writable sticky folder owned by the other user."""
     yield from _folder(0o1777, OTHER_UID)
-
-
-def plant_symlink(link: Path, target: Path, owner: int = OTHER_UID) -> Path:
-    """A symlink at ``link`` to ``target`` owned by ``owner``, as if that user had made it."""
-    link.symlink_to(target)
-    os.lchown(link, owner, owner)
-    return link
-
-
-def run_as_other(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run Python ``code`` (stdlib only) as the other user, with ``args`` in ``sys.argv[1:]``."""
-    command = ["setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}", "--clear-groups"]
-    return subprocess.run(
-        [*command, sys.executable, "-I", "-S", "-c", code, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )

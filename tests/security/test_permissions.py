@@ -18,9 +18,9 @@ import pytest
 import persistdict
 from persistdict import fileio
 from persistdict.migrate import copy as convert
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
-from .conftest import OTHER_UID, needs_root, run_as_other
+from .helpers import OTHER_UID, needs_root, run_as_other
 
 # Watches the folder with inotify and opens every temp file the moment it is created: the
 # fastest a local attacker can be. Prints how many it could open for reading; stops when a

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 import persistdict
 from persistdict import migrate
 from persistdict.cli import main
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "persistdict"
 

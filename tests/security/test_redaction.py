@@ -22,7 +22,7 @@ import pytest
 import persistdict
 from persistdict.cli import main
 from persistdict.urls import check_url, mask_password, redact, redact_exception
-from tests.conftest import namespace, server_url, subprocess_env
+from tests.helpers import namespace, server_url, subprocess_env
 
 S1, S2 = "Zq7SecretA", "Wk9SecretB"
 

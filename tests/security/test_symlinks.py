@@ -15,7 +15,7 @@ import pytest
 import persistdict
 from persistdict import fileio
 
-from .conftest import OTHER_UID, needs_root, plant_symlink, run_as_other
+from .helpers import OTHER_UID, needs_root, plant_symlink, run_as_other
 
 SECRET = b"victim's own data: never to be truncated or overwritten\n"
 # Every backend that opens a local file or folder; the name picks the backend.

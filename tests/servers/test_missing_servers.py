@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 _ROOT = Path(__file__).resolve().parents[2]
 # Every test module that talks to a server; the throwaway redis-server tests start their own.
@@ -16,7 +16,7 @@ _SERVER_TESTS = [
     "tests/backends/test_postgres.py",
     "tests/backends/test_redis.py",
     "tests/servers",
-    "tests/test_migrate.py::test_copy_into_a_server_is_one_transaction",
+    "tests/migrate/test_server_destinations.py",
 ]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import persistdict
-from tests.conftest import POSTGRES_URL, namespace, server_url
+from tests.helpers import POSTGRES_URL, namespace, server_url
 from tests.servers.faults import OPERATIONS, check_whole, cut_at_every_step
 from tests.servers.proxy import Lose, Proxy
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import persistdict
 from persistdict import PersistDict
-from tests.conftest import namespace, server_url
+from tests.helpers import namespace, server_url
 
 
 def _open(folder: Path, **options: Any) -> PersistDict:

@@ -13,7 +13,7 @@ import pytest
 
 import persistdict
 from persistdict import LockedError, PersistDict
-from tests.conftest import namespace, server_url
+from tests.helpers import namespace, server_url
 
 
 def _open(folder: Path, app: str = "", **options: Any) -> PersistDict:

@@ -15,7 +15,7 @@ import pytest
 
 import persistdict
 from persistdict import PersistDict
-from tests.conftest import REDIS_URL, namespace, server_url
+from tests.helpers import REDIS_URL, namespace, server_url
 from tests.servers.faults import OPERATIONS, check_whole, cut_at_every_step
 from tests.servers.proxy import Lose, Proxy
 

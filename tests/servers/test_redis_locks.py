@@ -9,7 +9,7 @@ import pytest
 
 import persistdict
 from persistdict import LockedError
-from tests.conftest import namespace, server_url
+from tests.helpers import namespace, server_url
 
 
 def test_timeout_zero_does_not_wait(tmp_path: Path) -> None:

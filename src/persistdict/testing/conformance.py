@@ -2,7 +2,8 @@
 
 Subclass it once per backend in a class whose name starts with ``Test`` and define
 [`MappingConformance.open_dict`][persistdict.testing.MappingConformance.open_dict]; capability
-flags switch off what a backend cannot do::
+flags (class attributes such as ``persistent = False``) switch off what a backend cannot do: the
+tests they rule out are not collected for that class::
 
     class TestSqlite(MappingConformance):
         def open_dict(self, folder, **options):
@@ -24,7 +25,7 @@ import pytest
 
 import persistdict
 from persistdict import ClosedError, PersistDict, ReadOnlyError
-from persistdict.testing.dict_protocol import DictProtocol, KeysOnly
+from persistdict.testing.dict_protocol import DictProtocol, KeysOnly, _collected_if
 
 __all__ = ["MappingConformance"]
 
@@ -50,6 +51,15 @@ class _Unsavable:
 
     def __reduce__(self) -> Any:
         raise TypeError("_Unsavable can't be saved")
+
+
+# What some tests need; a subclass whose flags say otherwise does not collect them.
+_keeps_data = _collected_if(lambda cls: cls.persistent, "this backend keeps nothing after close()")
+_mutable_values = _collected_if(lambda cls: not cls.str_values_only, "values are plain strings")
+_writeback_applies = _collected_if(
+    lambda cls: not cls.str_values_only and not cls.live_objects,
+    "writeback applies to per-key backends with mutable values",
+)
 
 
 class MappingConformance(DictProtocol):
@@ -361,33 +371,29 @@ class MappingConformance(DictProtocol):
 
     # Persistence and flags.
 
+    @_keeps_data
     def test_values_survive_reopen(self, tmp_path: Path) -> None:
-        if not self.persistent:
-            pytest.skip("this backend keeps nothing after close()")
         with self.filled(tmp_path, 3) as d:
             del d["k1"]
         with self.open_dict(tmp_path, flag="r") as d:
             assert dict(d) == {"k0": self.value(0), "k2": self.value(2)}
 
+    @_keeps_data
     def test_flag_n_starts_empty(self, tmp_path: Path) -> None:
-        if not self.persistent:
-            pytest.skip("this backend keeps nothing after close()")
         self.filled(tmp_path, 3).close()
         with self.open_dict(tmp_path, flag="n") as d:
             assert len(d) == 0
         with self.open_dict(tmp_path) as d:
             assert len(d) == 0
 
+    @_collected_if(lambda cls: cls.file_based, "not stored in a file")
     def test_missing_target_with_flag_r_or_w(self, tmp_path: Path) -> None:
-        if not self.file_based:
-            pytest.skip("not stored in a file")
         for flag in ("r", "w"):
             with pytest.raises(FileNotFoundError, match="flag='c'"):
                 self.open_dict(tmp_path, flag=flag)
 
+    @_keeps_data
     def test_read_only_refuses_writes_and_keeps_data(self, tmp_path: Path) -> None:
-        if not self.persistent:
-            pytest.skip("this backend keeps nothing after close()")
         self.filled(tmp_path, 2).close()
         with self.open_dict(tmp_path, flag="r") as d:
             writes: list[Callable[[], object]] = [
@@ -472,11 +478,13 @@ class MappingConformance(DictProtocol):
                 "after": self.value(4),
             }
 
+    @_collected_if(
+        lambda cls: cls.live_objects and not cls.str_values_only,
+        "reads return copies, or values are immutable strings",
+    )
     def test_rollback_keeps_the_objects_callers_hold(self, tmp_path: Path) -> None:
         # A rolled-back block, or one whose save fails, restores the contents of the very
         # objects callers hold: later changes through them are still saved.
-        if not self.live_objects or self.str_values_only:
-            pytest.skip("reads return copies, or values are immutable strings")
         with self.open_dict(tmp_path) as d:
             d["settings"] = {"root": "/srv", "paths": ["a"], "nested": {"x": 1}}
             d["other"] = [1, 2]
@@ -528,9 +536,8 @@ class MappingConformance(DictProtocol):
 
     # Copies versus live objects.
 
+    @_mutable_values
     def test_nested_change_semantics(self, tmp_path: Path) -> None:
-        if self.str_values_only:
-            pytest.skip("values are plain strings")
         with self.open_dict(tmp_path) as d:
             d["cfg"] = {"root": "/srv", "list": [1]}
             d["cfg"]["root"] = "/changed"
@@ -545,9 +552,8 @@ class MappingConformance(DictProtocol):
             with self.open_dict(tmp_path) as d:
                 assert d["cfg"] == expected
 
+    @_mutable_values
     def test_writeback_saves_nested_changes(self, tmp_path: Path) -> None:
-        if self.str_values_only:
-            pytest.skip("values are plain strings")
         with self.open_dict(tmp_path, writeback=True) as d:
             d["cfg"] = {"root": "/srv"}
             d["cfg"]["root"] = "/changed"
@@ -560,12 +566,11 @@ class MappingConformance(DictProtocol):
                 assert d["cfg"] == {"root": "/changed", "extra": True}
                 assert d["other"] == {"n": 1}
 
+    @_writeback_applies
     def test_writeback_saves_changes_through_every_access_path(self, tmp_path: Path) -> None:
         # shelve's promise: any value read is written back if it changed, whatever ran between
         # reading and changing it (here: pop, popitem, setdefault, transactions committed and
         # rolled back, update, del, reads).
-        if self.str_values_only or self.live_objects:
-            pytest.skip("writeback applies to per-key backends with mutable values")
 
         def log(i: int) -> dict[str, Any]:
             return {"n": i, "log": []}
@@ -610,9 +615,8 @@ class MappingConformance(DictProtocol):
                 assert "rolled back" not in d
                 assert d["committed"] == 1
 
+    @_writeback_applies
     def test_writeback_never_brings_back_what_was_deleted_or_replaced(self, tmp_path: Path) -> None:
-        if self.str_values_only or self.live_objects:
-            pytest.skip("writeback applies to per-key backends with mutable values")
         with self.open_dict(tmp_path, writeback=True) as d:
             d.update({"a": [1], "b": [2], "c": [3]})
             a, b, c = d["a"], d["b"], d["c"]

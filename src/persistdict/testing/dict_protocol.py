@@ -18,10 +18,11 @@ passes the conformance suite runs these tests too.
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
@@ -102,6 +103,55 @@ class _BadSeq:
         raise _InputError
 
 
+_Test = TypeVar("_Test", bound=Callable[..., None])
+_RULE = "_persistdict_collected_if"
+
+
+def _collected_if(condition: Callable[[Any], bool], reason: str) -> Callable[[_Test], _Test]:
+    """Collect the test only in subclasses whose flags meet ``condition(cls)``.
+
+    A subclass that can't meet it (``persistent = False``, ``str_values_only = True``...) gets
+    no such test at all rather than one that is skipped each run: the flags are class
+    attributes, read when the subclass is made. ``reason`` says what the test needs.
+    """
+
+    def mark(test: _Test) -> _Test:
+        setattr(test, _RULE, (condition, reason))
+        return test
+
+    return mark
+
+
+class _NotCollected:
+    """Stands in a subclass for a test its flags rule out: not callable, so pytest collects
+    nothing under its name; it keeps the test for a further subclass whose flags allow it."""
+
+    def __init__(self, test: Callable[..., None], reason: str) -> None:
+        self.test = test
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<{self.test.__name__} not collected here: {self.reason}>"
+
+
+def _apply_collection_rules(cls: type) -> None:
+    """Replace the inherited tests whose rule ``cls`` fails by a ``_NotCollected``, and bring
+    back those it meets again; tests ``cls`` defines itself are left as they are."""
+    own = vars(cls)
+    for name in dir(cls):
+        if not name.startswith("test") or name in own:
+            continue
+        found = inspect.getattr_static(cls, name)
+        test = found.test if isinstance(found, _NotCollected) else found
+        rule = getattr(test, _RULE, None)
+        if rule is None:
+            continue
+        condition, reason = rule
+        wanted = test if condition(cls) else _NotCollected(test, reason)
+        if wanted is not found:
+            setattr(cls, name, wanted)
+
+
 class DictProtocol:
     """The dict-contract tests; not collected alone (its name does not start with ``Test``)."""
 
@@ -109,6 +159,10 @@ class DictProtocol:
     str_values_only: ClassVar[bool] = False
     #: Reads return the stored objects themselves (snapshot files), not copies.
     live_objects: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _apply_collection_rules(cls)
 
     def open_dict(self, folder: Path, **options: Any) -> PersistDict:
         raise NotImplementedError
@@ -333,9 +387,11 @@ class DictProtocol:
             assert d.get("a") == self.v(1)
             assert d.get("a", 3) == self.v(1)
 
+    @_collected_if(
+        lambda cls: not cls.str_values_only,
+        "stores only str values: no None default, no list to append to",
+    )
     def test_dict_protocol_setdefault(self, tmp_path: Path) -> None:
-        if self.str_values_only:
-            pytest.skip("stores only str values: no None default, no list to append to")
         place = tmp_path / "d"
         place.mkdir()
         # A value setdefault() returns is the stored one only for live objects or writeback.
