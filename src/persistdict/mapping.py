@@ -385,9 +385,7 @@ class PersistDict(MutableMapping[str, Any]):
     # since a transaction there would copy, and save, the whole file on every call.
 
     def _atomic(self) -> contextlib.AbstractContextManager[Any]:
-        backend = self.backend
-        shared = backend.native_transactions and backend.persistent
-        if shared and not self._stores_objects:
+        if self.backend.shares_writers:
             return self._transaction(write_back=False)
         return self._lock
 
@@ -697,14 +695,14 @@ class PersistDict(MutableMapping[str, Any]):
     def _prepare_fork(self) -> None:
         # Let the backend settle before os.fork() (SQLite commits an idle commit_every batch),
         # unless another thread is using the dict: the fork must not wait for it.
-        prepare = getattr(self._backend, "prepare_fork", None)
-        if prepare is None:
+        backend = self._backend
+        if backend is None:
             return
         lock: Any = self._lock
         if hasattr(lock, "acquire") and not lock.acquire(blocking=False):
             return
         try:
-            prepare()
+            backend.prepare_fork()
         finally:
             if hasattr(lock, "release"):
                 lock.release()
@@ -738,10 +736,7 @@ class PersistDict(MutableMapping[str, Any]):
         its own unsaved changes. Not allowed inside ``transaction()``.
         """
         with self._lock:
-            refresh = getattr(self.backend, "refresh", None)
-            if refresh is None:
-                raise ValueError(f"{self._label} reads storage directly; it needs no refresh()")
-            refresh()
+            self.backend.refresh()
 
 
 # Dicts still open, closed (and so saved) at interpreter exit. Weak references: a dict
@@ -762,7 +757,7 @@ def _close_all_at_exit() -> None:
         # A daemon thread may still hold the dict (it runs on during atexit): wait for it as
         # long as for another process's lock, not forever, or the interpreter never exits.
         lock: Any = d._lock
-        wait = getattr(d._backend, "timeout", DEFAULT_TIMEOUT)
+        wait = DEFAULT_TIMEOUT if d._backend is None else d._backend.timeout
         if hasattr(lock, "acquire") and not lock.acquire(timeout=wait):
             print(
                 f"persistdict: could not save {d!r} at exit: another thread kept using it "

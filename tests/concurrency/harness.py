@@ -72,13 +72,9 @@ def case_id(case: type[MappingConformance]) -> str:
 
 
 def shares_writers(d: PersistDict) -> bool:
-    """Whether several processes may write this store at once.
-
-    Per-key stores with storage transactions (sqlite, lmdb, redis, postgres) do; snapshot
-    files and dbm have one writer at a time (a file lock), memory lives in one process.
-    """
-    b = d.backend
-    return bool(b.native_transactions and b.persistent and not b.stores_objects)
+    """Whether several processes may write this store at once (``BackendBase.shares_writers``,
+    which ``PersistDict`` asks too)."""
+    return d.backend.shares_writers
 
 
 # Threads.
