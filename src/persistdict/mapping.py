@@ -16,14 +16,11 @@ be shared by threads; ``lock=False`` skips it for single-threaded code.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
 import os
 import sys
-import threading
 import warnings
-import weakref
 from collections.abc import (
     ItemsView,
     Iterator,
@@ -35,6 +32,7 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
+from persistdict import lifecycle
 from persistdict.backends.base import Backend, BackendBase, adapt
 from persistdict.backends.snapshot import SnapshotBackend
 from persistdict.errors import ClosedError, CorruptError
@@ -132,9 +130,7 @@ class PersistDict(MutableMapping[str, Any]):
         self._loads = self._serializer.loads
         self._backend: BackendBase | None = core
         self._label = core.describe()
-        self._lock: contextlib.AbstractContextManager[Any] = (
-            threading.RLock() if lock else contextlib.nullcontext()
-        )
+        self._lock = lifecycle.new_lock(lock)
         self._cache: dict[str, tuple[Any, Any]] | None = (
             {} if writeback and not self._stores_objects else None
         )
@@ -151,7 +147,7 @@ class PersistDict(MutableMapping[str, Any]):
         self._may_buffer = not core.read_only and (core.buffers_writes or self._cache is not None)
         self._unheld = self._may_buffer  # a write must take a strong reference
         self._pid = os.getpid()
-        _open_dicts[id(self)] = self
+        lifecycle.register(self)
 
     # Access to the backend.
 
@@ -198,11 +194,11 @@ class PersistDict(MutableMapping[str, Any]):
     def _hold(self) -> None:
         # Unsaved writes: keep the dict alive until it is flushed, closed or the interpreter
         # exits, so dropping it unclosed does not lose them.
-        _unsaved[id(self)] = self
+        lifecycle.hold(self)
         self._unheld = False
 
     def _release(self) -> None:
-        _unsaved.pop(id(self), None)
+        lifecycle.release(self)
         self._unheld = self._may_buffer
 
     def _cache_put(self, key: str, entry: Any) -> None:
@@ -325,9 +321,8 @@ class PersistDict(MutableMapping[str, Any]):
         return itertools.chain.from_iterable(self._chunks(it))
 
     def _chunks(self, it: Iterator[Any]) -> Iterator[list[Any]]:
-        lock = self._lock
         while True:
-            with lock:
+            with self._lock:  # read each time: a forked child may get a new one
                 chunk = list(itertools.islice(it, _CHUNK))
             if not chunk:
                 return
@@ -660,7 +655,7 @@ class PersistDict(MutableMapping[str, Any]):
             backend.close()
             self._backend = None
             self._release()
-            _open_dicts.pop(id(self), None)
+            lifecycle.unregister(self)
 
     def __del__(self) -> None:
         # As an unclosed file does: warn, then close, which saves what is pending and releases
@@ -692,28 +687,38 @@ class PersistDict(MutableMapping[str, Any]):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    # Called by lifecycle: at interpreter exit and around os.fork().
+
+    def _close_at_exit(self) -> None:
+        self._pid = -1  # saved here or never: not again by __del__ as the interpreter shuts down
+        # A daemon thread may still hold the dict (it runs on during atexit): wait for it as
+        # long as for another process's lock, not forever, or the interpreter never exits.
+        backend = self._backend
+        wait = DEFAULT_TIMEOUT if backend is None else backend.timeout
+        if not self._lock.acquire(timeout=wait):
+            raise TimeoutError(f"another thread kept using it for {wait:g}s")
+        try:
+            self.close()
+        finally:
+            self._lock.release()
+
     def _prepare_fork(self) -> None:
         # Let the backend settle before os.fork() (SQLite commits an idle commit_every batch),
         # unless another thread is using the dict: the fork must not wait for it.
         backend = self._backend
-        if backend is None:
-            return
-        lock: Any = self._lock
-        if hasattr(lock, "acquire") and not lock.acquire(blocking=False):
+        if backend is None or not self._lock.acquire(blocking=False):
             return
         try:
             backend.prepare_fork()
         finally:
-            if hasattr(lock, "release"):
-                lock.release()
+            self._lock.release()
 
     def _after_fork_in_child(self) -> None:
         # A lock another parent thread held at fork() would stay held forever in the child,
-        # where that thread does not exist, and hang its first use of the dict: reset it. A lock
-        # the forking thread holds is kept; that thread releases it as its block unwinds.
-        lock: Any = self._lock
-        if hasattr(lock, "_at_fork_reinit") and not lock._is_owned():
-            lock._at_fork_reinit()
+        # where that thread does not exist, and hang its first use of the dict: replace it. A
+        # lock the forking thread holds is kept; that thread releases it as its block unwinds.
+        if lifecycle.held_elsewhere(self._lock):
+            self._lock = lifecycle.new_lock(True)
             self._journals = []
             self._tx_depth = 0
             self._cache_undo = []
@@ -737,58 +742,3 @@ class PersistDict(MutableMapping[str, Any]):
         """
         with self._lock:
             self.backend.refresh()
-
-
-# Dicts still open, closed (and so saved) at interpreter exit. Weak references: a dict
-# dropped without close() is closed when collected (PersistDict.__del__), not kept forever
-# with its file descriptors. Only while it may hold unsaved writes is it also in _unsaved,
-# strongly, so that they are saved at exit in a known order rather than whenever it is
-# collected.
-_open_dicts: weakref.WeakValueDictionary[int, PersistDict] = weakref.WeakValueDictionary()
-_unsaved: dict[int, PersistDict] = {}
-_owner_pid = os.getpid()
-
-
-def _close_all_at_exit() -> None:
-    if os.getpid() != _owner_pid:
-        return
-    for d in list(_open_dicts.values()):
-        d._pid = -1  # saved here or never: not again by __del__ as the interpreter shuts down
-        # A daemon thread may still hold the dict (it runs on during atexit): wait for it as
-        # long as for another process's lock, not forever, or the interpreter never exits.
-        lock: Any = d._lock
-        wait = DEFAULT_TIMEOUT if d._backend is None else d._backend.timeout
-        if hasattr(lock, "acquire") and not lock.acquire(timeout=wait):
-            print(
-                f"persistdict: could not save {d!r} at exit: another thread kept using it "
-                f"for {wait:g}s",
-                file=sys.stderr,
-            )
-            continue
-        try:
-            d.close()
-        except Exception as exc:
-            print(f"persistdict: could not save {d!r} at exit: {exc}", file=sys.stderr)
-        finally:
-            if hasattr(lock, "release"):
-                lock.release()
-
-
-def _prepare_fork() -> None:
-    for d in list(_open_dicts.values()):
-        d._prepare_fork()
-
-
-def _forget_after_fork() -> None:
-    global _owner_pid
-    # The child inherits the parent's dicts; it must not save them at its own exit.
-    for d in list(_open_dicts.values()):
-        d._after_fork_in_child()
-    _open_dicts.clear()
-    _unsaved.clear()
-    _owner_pid = os.getpid()
-
-
-atexit.register(_close_all_at_exit)
-if hasattr(os, "register_at_fork"):  # pragma: no branch
-    os.register_at_fork(before=_prepare_fork, after_in_child=_forget_after_fork)
