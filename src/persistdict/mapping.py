@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 
 from persistdict import lifecycle
 from persistdict.backends.base import Backend, BackendBase, adapt
+from persistdict.backends.journal import transactional
 from persistdict.backends.snapshot import SnapshotBackend
 from persistdict.errors import ClosedError, CorruptError
 from persistdict.locking import DEFAULT_TIMEOUT
@@ -128,17 +129,19 @@ class PersistDict(MutableMapping[str, Any]):
         self._serializer = serializer_for(serializer)
         self._dumps = self._serializer.dumps
         self._loads = self._serializer.loads
-        self._backend: BackendBase | None = core
+        self._backend: BackendBase | None = core  # reads; None once closed
+        # Writes and transactions: the backend itself, or its undo journal where it has no
+        # native transactions (reads skip the journal: it only matters to writes).
+        self._writer: BackendBase | None = transactional(core)
         self._label = core.describe()
         self._lock = lifecycle.new_lock(lock)
         self._cache: dict[str, tuple[Any, Any]] | None = (
             {} if writeback and not self._stores_objects else None
         )
-        self._journals: list[dict[str, Any]] = []
         # Reads that need no lock of this dict: the backend serializes them itself (and waits
         # for another thread's transaction), and there is no writeback cache to guard.
         self._free_reads = core.thread_safe_reads and self._cache is None
-        self._tx_depth = 0  # nesting of native transactions
+        self._tx_depth = 0  # nesting of transaction() blocks
         # With writeback, one entry per open transaction: the cache entries its writes replaced
         # (or _MISSING), put back if it rolls back, so objects read before it stay attached.
         self._cache_undo: list[dict[str, Any]] = []
@@ -181,15 +184,11 @@ class PersistDict(MutableMapping[str, Any]):
         except Exception as exc:
             raise _unencodable(key, exc) from exc
 
-    def _record(self, backend: BackendBase, key: str) -> None:
-        # Undo journal for backends without native transactions: the first write to a key
-        # inside transaction() remembers what to restore.
-        journal = self._journals[-1]
-        if key not in journal:
-            try:
-                journal[key] = backend.get(key)
-            except KeyError:
-                journal[key] = _MISSING
+    def _live_writer(self) -> BackendBase:
+        writer = self._writer
+        if writer is None:
+            self._raise_closed()
+        return writer
 
     def _hold(self) -> None:
         # Unsaved writes: keep the dict alive until it is flushed, closed or the interpreter
@@ -265,13 +264,10 @@ class PersistDict(MutableMapping[str, Any]):
             except Exception as exc:
                 raise _unencodable(key, exc) from exc
         with self._lock:
-            backend = self._backend
-            if backend is None:
+            writer = self._writer
+            if writer is None:
                 self._raise_closed()
-            if self._journals:
-                backend.check_writable()
-                self._record(backend, key)
-            backend.set(key, raw)
+            writer.set(key, raw)
             if self._unheld:
                 self._hold()
             if self._cache is not None:
@@ -281,11 +277,7 @@ class PersistDict(MutableMapping[str, Any]):
         if not isinstance(key, str):
             _bad_key(key)
         with self._lock:
-            backend = self.backend
-            if self._journals:
-                backend.check_writable()
-                self._record(backend, key)
-            backend.delete(key)
+            self._live_writer().delete(key)
             if self._unheld:
                 self._hold()
             if self._cache is not None:
@@ -461,12 +453,9 @@ class PersistDict(MutableMapping[str, Any]):
                 self.backend.check_writable()
             return
         with self._lock:
-            backend = self.backend
-            backend.check_writable()
-            if self._journals:
-                for key, _ in encoded:
-                    self._record(backend, key)
-            backend.set_many(encoded)
+            writer = self._live_writer()
+            writer.check_writable()
+            writer.set_many(encoded)
             if self._unheld:
                 self._hold()
             if self._cache is not None:
@@ -475,12 +464,9 @@ class PersistDict(MutableMapping[str, Any]):
 
     def clear(self) -> None:
         with self._lock:
-            backend = self.backend
-            backend.check_writable()
-            if self._journals:
-                for key in backend.iter_keys():
-                    self._record(backend, key)
-            backend.clear()
+            writer = self._live_writer()
+            writer.check_writable()
+            writer.clear()
             if self._unheld:
                 self._hold()
             if self._cache is not None:
@@ -527,53 +513,31 @@ class PersistDict(MutableMapping[str, Any]):
         # write_back=False for the internal blocks of pop/popitem/setdefault: writing back the
         # whole cache there would re-encode every cached value on every call.
         with self._lock:
-            backend = self.backend
-            outermost = not self._journals and not self._tx_depth
+            writer = self._live_writer()
+            outermost = not self._tx_depth
             cache = self._cache
             write_back = write_back and outermost and cache is not None
             saved: list[tuple[str, Any, Any]] = []
-            if not backend.native_transactions:
-                backend.check_writable()
             if cache is not None:
                 self._cache_undo.append({})
-            if backend.native_transactions:
-                self._tx_depth += 1
-                try:
-                    with backend.transaction():
-                        yield self
-                        if write_back:
-                            saved = self._write_changed(backend)
-                    if outermost and self._stores_objects:
-                        self._release()  # the snapshot file was saved as the block ended
-                except BaseException:
-                    if cache is not None:
-                        self._cache_rollback(self._cache_undo.pop())
-                    raise
-                finally:
-                    self._tx_depth -= 1
-            else:
-                self._journals.append({})
-                try:
+            ended = False  # the block ran to its end: what fails after that is the commit
+            self._tx_depth += 1
+            try:
+                with writer.transaction():
                     yield self
                     if write_back:
-                        saved = self._write_changed(backend)
-                except BaseException:
-                    journal = self._journals.pop()
-                    self._undo(backend, journal)
-                    if cache is not None:
-                        self._cache_rollback(self._cache_undo.pop())
-                    raise
-                journal = self._journals.pop()
-                if self._journals:
-                    for key, old in journal.items():
-                        self._journals[-1].setdefault(key, old)
-                else:
-                    try:
-                        backend.flush()
-                    except BaseException:
-                        if cache is not None:
-                            self._cache_undo.pop()  # the writes stay, as in the storage
-                        raise
+                        saved = self._write_changed(writer)
+                    ended = True
+                if outermost and self._stores_objects:
+                    self._release()  # the snapshot file was saved as the block ended
+            except BaseException:
+                if cache is not None:
+                    undo = self._cache_undo.pop()
+                    if not (ended and writer.failed_commit_keeps_writes):
+                        self._cache_rollback(undo)  # else the writes stay, as in the storage
+                raise
+            finally:
+                self._tx_depth -= 1
             if cache is not None:
                 # Committed: what the block replaced stays replaced, for an outer block too.
                 undo = self._cache_undo.pop()
@@ -584,15 +548,6 @@ class PersistDict(MutableMapping[str, Any]):
                     entry = cache.get(key)
                     if entry is not None and entry[0] is value:
                         cache[key] = (value, raw)  # stored now: unchanged from here on
-
-    @staticmethod
-    def _undo(backend: BackendBase, journal: dict[str, Any]) -> None:
-        for key, old in journal.items():
-            if old is _MISSING:
-                with contextlib.suppress(KeyError):
-                    backend.delete(key)
-            else:
-                backend.set(key, old)
 
     # Lifecycle.
 
@@ -632,7 +587,7 @@ class PersistDict(MutableMapping[str, Any]):
         with self._lock:
             backend = self.backend
             if self._cache is not None:
-                self._write_back(backend)
+                self._write_back(self._live_writer())
             if force and isinstance(backend, SnapshotBackend):
                 backend.flush(force=True)
             else:
@@ -651,9 +606,9 @@ class PersistDict(MutableMapping[str, Any]):
             if backend is None:
                 return
             if self._cache is not None and backend.persistent:
-                self._write_back(backend)
+                self._write_back(self._live_writer())
             backend.close()
-            self._backend = None
+            self._backend = self._writer = None
             self._release()
             lifecycle.unregister(self)
 
@@ -719,9 +674,10 @@ class PersistDict(MutableMapping[str, Any]):
         # lock the forking thread holds is kept; that thread releases it as its block unwinds.
         if lifecycle.held_elsewhere(self._lock):
             self._lock = lifecycle.new_lock(True)
-            self._journals = []
             self._tx_depth = 0
             self._cache_undo = []
+            if self._writer is not None:
+                self._writer.forget_transactions()
 
     def __reduce__(self) -> Any:
         raise TypeError(

@@ -307,6 +307,21 @@ class BackendBase:
         """
         raise ValueError(f"{self.describe()} reads storage directly; it needs no refresh()")
 
+    #: What a failed save at the end of the outermost ``transaction()`` leaves: false (a
+    #: failed COMMIT) undoes the block; true keeps its writes for a later ``flush()`` (the undo
+    #: journal of backends without native transactions). ``PersistDict`` keeps its writeback
+    #: cache in step with the storage either way.
+    failed_commit_keeps_writes: ClassVar[bool] = False
+
+    def forget_transactions(self) -> None:
+        """Drop the state of ``transaction()`` blocks that will never end.
+
+        ``PersistDict`` calls it in a child process after ``os.fork()``, for a dict whose lock
+        a parent thread held: that thread does not exist in the child, so its blocks never
+        unwind. This default does nothing (a storage transaction belongs to its connection,
+        which backends open again in the child); the undo journal empties itself.
+        """
+
     # Abstract part, for type checkers and subclass authors.
 
     def get(self, key: str) -> Any:
