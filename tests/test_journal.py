@@ -6,14 +6,13 @@ The journal wraps only the writes; ``d.backend`` stays the backend the dict was 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from persistdict import BackendBase, PersistDict
-from tests.concurrency.harness import run_in_fork
+from tests.concurrency.harness import run_in_fork, transaction_in_another_thread
 
 
 class Plain(BackendBase):
@@ -95,33 +94,19 @@ def test_a_failed_save_at_the_end_keeps_the_writes_and_the_cache_in_step() -> No
 def test_a_block_a_parent_thread_left_open_at_fork_is_forgotten_in_the_child() -> None:
     backend = Plain()
     d = PersistDict(backend)
-    inside, leave = threading.Event(), threading.Event()
 
-    def hold() -> None:
+    def child() -> None:
+        # The parent thread's block never ends here: the child's own block is outermost, so
+        # it is saved as it ends, and rolls back alone.
+        flushes = backend.flushes
         with d.transaction():
-            d["parent"] = 1
-            inside.set()
-            leave.wait(10)
+            d["child"] = 1
+        assert backend.flushes == flushes + 1
+        with pytest.raises(KeyError), d.transaction():
+            d["child"] = 2
+            raise KeyError("undo")
+        assert d["child"] == 1
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    inside.wait(10)
-    try:
-
-        def child() -> None:
-            # The parent thread's block never ends here: the child's own block is outermost,
-            # so it is saved as it ends, and rolls back alone.
-            flushes = backend.flushes
-            with d.transaction():
-                d["child"] = 1
-            assert backend.flushes == flushes + 1
-            with pytest.raises(KeyError), d.transaction():
-                d["child"] = 2
-                raise KeyError("undo")
-            assert d["child"] == 1
-
+    with transaction_in_another_thread(d, first=lambda: d.update(parent=1)):
         assert run_in_fork(child, timeout=10) == 0
-    finally:
-        leave.set()
-        holder.join()
     d.close()

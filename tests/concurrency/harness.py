@@ -21,8 +21,9 @@ import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -360,6 +361,30 @@ def run_in_fork(
     finally:
         code = _wait_child(pid, timeout)
     return code
+
+
+@contextmanager
+def transaction_in_another_thread(
+    d: PersistDict, first: Callable[[], object] = lambda: None
+) -> Iterator[None]:
+    """Run the body while another thread sits inside ``d.transaction()`` (so holds the
+    dict's lock), after doing ``first()`` there; that thread leaves as the body ends."""
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with d.transaction():
+            first()
+            inside.set()
+            leave.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    inside.wait(10)
+    try:
+        yield
+    finally:
+        leave.set()
+        holder.join()
 
 
 def _wait_child(pid: int, timeout: float) -> int:
