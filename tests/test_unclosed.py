@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import persistdict
-from persistdict import mapping
+from persistdict import lifecycle
 from tests.helpers import run_pytest_on, subprocess_env
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
@@ -42,7 +42,7 @@ def test_unclosed_read_only_dicts_release_their_fds_when_collected(tmp_path: Pat
     target = tmp_path / "data.db"
     with persistdict.open(target) as d:
         d["a"] = 1
-    before, registered = _fds(), len(mapping._open_dicts)
+    before, registered = _fds(), len(lifecycle._open_dicts)
     warning = r"unclosed <PersistDict sqlite .*data\.db"
     with pytest.warns(ResourceWarning, match=warning):  # noqa: PT031 - warned when collected
         for _ in range(200):
@@ -51,7 +51,7 @@ def test_unclosed_read_only_dicts_release_their_fds_when_collected(tmp_path: Pat
         del reader
         gc.collect()
     assert _fds() - before <= 2  # was 400: two per connection, kept until exit
-    assert len(mapping._open_dicts) == registered
+    assert len(lifecycle._open_dicts) == registered
 
 
 def test_a_clean_unclosed_writer_is_closed_when_collected(tmp_path: Path) -> None:

@@ -16,14 +16,11 @@ be shared by threads; ``lock=False`` skips it for single-threaded code.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
 import os
 import sys
-import threading
 import warnings
-import weakref
 from collections.abc import (
     ItemsView,
     Iterator,
@@ -35,7 +32,9 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
+from persistdict import lifecycle
 from persistdict.backends.base import Backend, BackendBase, adapt
+from persistdict.backends.journal import transactional
 from persistdict.backends.snapshot import SnapshotBackend
 from persistdict.errors import ClosedError, CorruptError
 from persistdict.locking import DEFAULT_TIMEOUT
@@ -130,19 +129,19 @@ class PersistDict(MutableMapping[str, Any]):
         self._serializer = serializer_for(serializer)
         self._dumps = self._serializer.dumps
         self._loads = self._serializer.loads
-        self._backend: BackendBase | None = core
+        self._backend: BackendBase | None = core  # reads; None once closed
+        # Writes and transactions: the backend itself, or its undo journal where it has no
+        # native transactions (reads skip the journal: it only matters to writes).
+        self._writer: BackendBase | None = transactional(core)
         self._label = core.describe()
-        self._lock: contextlib.AbstractContextManager[Any] = (
-            threading.RLock() if lock else contextlib.nullcontext()
-        )
+        self._lock = lifecycle.new_lock(lock)
         self._cache: dict[str, tuple[Any, Any]] | None = (
             {} if writeback and not self._stores_objects else None
         )
-        self._journals: list[dict[str, Any]] = []
         # Reads that need no lock of this dict: the backend serializes them itself (and waits
         # for another thread's transaction), and there is no writeback cache to guard.
         self._free_reads = core.thread_safe_reads and self._cache is None
-        self._tx_depth = 0  # nesting of native transactions
+        self._tx_depth = 0  # nesting of transaction() blocks
         # With writeback, one entry per open transaction: the cache entries its writes replaced
         # (or _MISSING), put back if it rolls back, so objects read before it stay attached.
         self._cache_undo: list[dict[str, Any]] = []
@@ -151,7 +150,7 @@ class PersistDict(MutableMapping[str, Any]):
         self._may_buffer = not core.read_only and (core.buffers_writes or self._cache is not None)
         self._unheld = self._may_buffer  # a write must take a strong reference
         self._pid = os.getpid()
-        _open_dicts[id(self)] = self
+        lifecycle.register(self)
 
     # Access to the backend.
 
@@ -185,24 +184,20 @@ class PersistDict(MutableMapping[str, Any]):
         except Exception as exc:
             raise _unencodable(key, exc) from exc
 
-    def _record(self, backend: BackendBase, key: str) -> None:
-        # Undo journal for backends without native transactions: the first write to a key
-        # inside transaction() remembers what to restore.
-        journal = self._journals[-1]
-        if key not in journal:
-            try:
-                journal[key] = backend.get(key)
-            except KeyError:
-                journal[key] = _MISSING
+    def _live_writer(self) -> BackendBase:
+        writer = self._writer
+        if writer is None:
+            self._raise_closed()
+        return writer
 
     def _hold(self) -> None:
         # Unsaved writes: keep the dict alive until it is flushed, closed or the interpreter
         # exits, so dropping it unclosed does not lose them.
-        _unsaved[id(self)] = self
+        lifecycle.hold(self)
         self._unheld = False
 
     def _release(self) -> None:
-        _unsaved.pop(id(self), None)
+        lifecycle.release(self)
         self._unheld = self._may_buffer
 
     def _cache_put(self, key: str, entry: Any) -> None:
@@ -269,13 +264,10 @@ class PersistDict(MutableMapping[str, Any]):
             except Exception as exc:
                 raise _unencodable(key, exc) from exc
         with self._lock:
-            backend = self._backend
-            if backend is None:
+            writer = self._writer
+            if writer is None:
                 self._raise_closed()
-            if self._journals:
-                backend.check_writable()
-                self._record(backend, key)
-            backend.set(key, raw)
+            writer.set(key, raw)
             if self._unheld:
                 self._hold()
             if self._cache is not None:
@@ -285,11 +277,7 @@ class PersistDict(MutableMapping[str, Any]):
         if not isinstance(key, str):
             _bad_key(key)
         with self._lock:
-            backend = self.backend
-            if self._journals:
-                backend.check_writable()
-                self._record(backend, key)
-            backend.delete(key)
+            self._live_writer().delete(key)
             if self._unheld:
                 self._hold()
             if self._cache is not None:
@@ -325,9 +313,8 @@ class PersistDict(MutableMapping[str, Any]):
         return itertools.chain.from_iterable(self._chunks(it))
 
     def _chunks(self, it: Iterator[Any]) -> Iterator[list[Any]]:
-        lock = self._lock
         while True:
-            with lock:
+            with self._lock:  # read each time: a forked child may get a new one
                 chunk = list(itertools.islice(it, _CHUNK))
             if not chunk:
                 return
@@ -385,9 +372,7 @@ class PersistDict(MutableMapping[str, Any]):
     # since a transaction there would copy, and save, the whole file on every call.
 
     def _atomic(self) -> contextlib.AbstractContextManager[Any]:
-        backend = self.backend
-        shared = backend.native_transactions and backend.persistent
-        if shared and not self._stores_objects:
+        if self.backend.shares_writers:
             return self._transaction(write_back=False)
         return self._lock
 
@@ -468,12 +453,9 @@ class PersistDict(MutableMapping[str, Any]):
                 self.backend.check_writable()
             return
         with self._lock:
-            backend = self.backend
-            backend.check_writable()
-            if self._journals:
-                for key, _ in encoded:
-                    self._record(backend, key)
-            backend.set_many(encoded)
+            writer = self._live_writer()
+            writer.check_writable()
+            writer.set_many(encoded)
             if self._unheld:
                 self._hold()
             if self._cache is not None:
@@ -482,12 +464,9 @@ class PersistDict(MutableMapping[str, Any]):
 
     def clear(self) -> None:
         with self._lock:
-            backend = self.backend
-            backend.check_writable()
-            if self._journals:
-                for key in backend.iter_keys():
-                    self._record(backend, key)
-            backend.clear()
+            writer = self._live_writer()
+            writer.check_writable()
+            writer.clear()
             if self._unheld:
                 self._hold()
             if self._cache is not None:
@@ -534,53 +513,31 @@ class PersistDict(MutableMapping[str, Any]):
         # write_back=False for the internal blocks of pop/popitem/setdefault: writing back the
         # whole cache there would re-encode every cached value on every call.
         with self._lock:
-            backend = self.backend
-            outermost = not self._journals and not self._tx_depth
+            writer = self._live_writer()
+            outermost = not self._tx_depth
             cache = self._cache
             write_back = write_back and outermost and cache is not None
             saved: list[tuple[str, Any, Any]] = []
-            if not backend.native_transactions:
-                backend.check_writable()
             if cache is not None:
                 self._cache_undo.append({})
-            if backend.native_transactions:
-                self._tx_depth += 1
-                try:
-                    with backend.transaction():
-                        yield self
-                        if write_back:
-                            saved = self._write_changed(backend)
-                    if outermost and self._stores_objects:
-                        self._release()  # the snapshot file was saved as the block ended
-                except BaseException:
-                    if cache is not None:
-                        self._cache_rollback(self._cache_undo.pop())
-                    raise
-                finally:
-                    self._tx_depth -= 1
-            else:
-                self._journals.append({})
-                try:
+            ended = False  # the block ran to its end: what fails after that is the commit
+            self._tx_depth += 1
+            try:
+                with writer.transaction():
                     yield self
                     if write_back:
-                        saved = self._write_changed(backend)
-                except BaseException:
-                    journal = self._journals.pop()
-                    self._undo(backend, journal)
-                    if cache is not None:
-                        self._cache_rollback(self._cache_undo.pop())
-                    raise
-                journal = self._journals.pop()
-                if self._journals:
-                    for key, old in journal.items():
-                        self._journals[-1].setdefault(key, old)
-                else:
-                    try:
-                        backend.flush()
-                    except BaseException:
-                        if cache is not None:
-                            self._cache_undo.pop()  # the writes stay, as in the storage
-                        raise
+                        saved = self._write_changed(writer)
+                    ended = True
+                if outermost and self._stores_objects:
+                    self._release()  # the snapshot file was saved as the block ended
+            except BaseException:
+                if cache is not None:
+                    undo = self._cache_undo.pop()
+                    if not (ended and writer.failed_commit_keeps_writes):
+                        self._cache_rollback(undo)  # else the writes stay, as in the storage
+                raise
+            finally:
+                self._tx_depth -= 1
             if cache is not None:
                 # Committed: what the block replaced stays replaced, for an outer block too.
                 undo = self._cache_undo.pop()
@@ -591,15 +548,6 @@ class PersistDict(MutableMapping[str, Any]):
                     entry = cache.get(key)
                     if entry is not None and entry[0] is value:
                         cache[key] = (value, raw)  # stored now: unchanged from here on
-
-    @staticmethod
-    def _undo(backend: BackendBase, journal: dict[str, Any]) -> None:
-        for key, old in journal.items():
-            if old is _MISSING:
-                with contextlib.suppress(KeyError):
-                    backend.delete(key)
-            else:
-                backend.set(key, old)
 
     # Lifecycle.
 
@@ -639,7 +587,7 @@ class PersistDict(MutableMapping[str, Any]):
         with self._lock:
             backend = self.backend
             if self._cache is not None:
-                self._write_back(backend)
+                self._write_back(self._live_writer())
             if force and isinstance(backend, SnapshotBackend):
                 backend.flush(force=True)
             else:
@@ -658,11 +606,11 @@ class PersistDict(MutableMapping[str, Any]):
             if backend is None:
                 return
             if self._cache is not None and backend.persistent:
-                self._write_back(backend)
+                self._write_back(self._live_writer())
             backend.close()
-            self._backend = None
+            self._backend = self._writer = None
             self._release()
-            _open_dicts.pop(id(self), None)
+            lifecycle.unregister(self)
 
     def __del__(self) -> None:
         # As an unclosed file does: warn, then close, which saves what is pending and releases
@@ -694,31 +642,42 @@ class PersistDict(MutableMapping[str, Any]):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    # Called by lifecycle: at interpreter exit and around os.fork().
+
+    def _close_at_exit(self) -> None:
+        self._pid = -1  # saved here or never: not again by __del__ as the interpreter shuts down
+        # A daemon thread may still hold the dict (it runs on during atexit): wait for it as
+        # long as for another process's lock, not forever, or the interpreter never exits.
+        backend = self._backend
+        wait = DEFAULT_TIMEOUT if backend is None else backend.timeout
+        if not self._lock.acquire(timeout=wait):
+            raise TimeoutError(f"another thread kept using it for {wait:g}s")
+        try:
+            self.close()
+        finally:
+            self._lock.release()
+
     def _prepare_fork(self) -> None:
         # Let the backend settle before os.fork() (SQLite commits an idle commit_every batch),
         # unless another thread is using the dict: the fork must not wait for it.
-        prepare = getattr(self._backend, "prepare_fork", None)
-        if prepare is None:
-            return
-        lock: Any = self._lock
-        if hasattr(lock, "acquire") and not lock.acquire(blocking=False):
+        backend = self._backend
+        if backend is None or not self._lock.acquire(blocking=False):
             return
         try:
-            prepare()
+            backend.prepare_fork()
         finally:
-            if hasattr(lock, "release"):
-                lock.release()
+            self._lock.release()
 
     def _after_fork_in_child(self) -> None:
         # A lock another parent thread held at fork() would stay held forever in the child,
-        # where that thread does not exist, and hang its first use of the dict: reset it. A lock
-        # the forking thread holds is kept; that thread releases it as its block unwinds.
-        lock: Any = self._lock
-        if hasattr(lock, "_at_fork_reinit") and not lock._is_owned():
-            lock._at_fork_reinit()
-            self._journals = []
+        # where that thread does not exist, and hang its first use of the dict: replace it. A
+        # lock the forking thread holds is kept; that thread releases it as its block unwinds.
+        if lifecycle.held_elsewhere(self._lock):
+            self._lock = lifecycle.new_lock(True)
             self._tx_depth = 0
             self._cache_undo = []
+            if self._writer is not None:
+                self._writer.forget_transactions()
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -738,62 +697,4 @@ class PersistDict(MutableMapping[str, Any]):
         its own unsaved changes. Not allowed inside ``transaction()``.
         """
         with self._lock:
-            refresh = getattr(self.backend, "refresh", None)
-            if refresh is None:
-                raise ValueError(f"{self._label} reads storage directly; it needs no refresh()")
-            refresh()
-
-
-# Dicts still open, closed (and so saved) at interpreter exit. Weak references: a dict
-# dropped without close() is closed when collected (PersistDict.__del__), not kept forever
-# with its file descriptors. Only while it may hold unsaved writes is it also in _unsaved,
-# strongly, so that they are saved at exit in a known order rather than whenever it is
-# collected.
-_open_dicts: weakref.WeakValueDictionary[int, PersistDict] = weakref.WeakValueDictionary()
-_unsaved: dict[int, PersistDict] = {}
-_owner_pid = os.getpid()
-
-
-def _close_all_at_exit() -> None:
-    if os.getpid() != _owner_pid:
-        return
-    for d in list(_open_dicts.values()):
-        d._pid = -1  # saved here or never: not again by __del__ as the interpreter shuts down
-        # A daemon thread may still hold the dict (it runs on during atexit): wait for it as
-        # long as for another process's lock, not forever, or the interpreter never exits.
-        lock: Any = d._lock
-        wait = getattr(d._backend, "timeout", DEFAULT_TIMEOUT)
-        if hasattr(lock, "acquire") and not lock.acquire(timeout=wait):
-            print(
-                f"persistdict: could not save {d!r} at exit: another thread kept using it "
-                f"for {wait:g}s",
-                file=sys.stderr,
-            )
-            continue
-        try:
-            d.close()
-        except Exception as exc:
-            print(f"persistdict: could not save {d!r} at exit: {exc}", file=sys.stderr)
-        finally:
-            if hasattr(lock, "release"):
-                lock.release()
-
-
-def _prepare_fork() -> None:
-    for d in list(_open_dicts.values()):
-        d._prepare_fork()
-
-
-def _forget_after_fork() -> None:
-    global _owner_pid
-    # The child inherits the parent's dicts; it must not save them at its own exit.
-    for d in list(_open_dicts.values()):
-        d._after_fork_in_child()
-    _open_dicts.clear()
-    _unsaved.clear()
-    _owner_pid = os.getpid()
-
-
-atexit.register(_close_all_at_exit)
-if hasattr(os, "register_at_fork"):  # pragma: no branch
-    os.register_at_fork(before=_prepare_fork, after_in_child=_forget_after_fork)
+            self.backend.refresh()

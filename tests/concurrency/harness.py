@@ -24,8 +24,9 @@ import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +82,10 @@ def case_backend(case: type[MappingConformance]) -> Any:
 
 
 def shares_writers(b: Any) -> bool:
-    """Whether several processes may write a store of backend ``b`` (a class or an instance).
-
-    Per-key stores with storage transactions (sqlite, lmdb, redis, postgres) do; snapshot
-    files and dbm have one writer at a time (a file lock), memory lives in one process.
-    """
-    return bool(b.native_transactions and b.persistent and not b.stores_objects)
+    """Whether several processes may write a store of backend ``b``, a class (at collection)
+    or an instance: ``BackendBase.shares_writers``, the rule ``PersistDict`` asks too."""
+    cls = b if isinstance(b, type) else type(b)
+    return bool(cls.shares_writers.fget(b))
 
 
 def one_writer_at_a_time(b: Any) -> bool:
@@ -383,6 +382,30 @@ def run_in_fork(
     finally:
         code = _wait_child(pid, timeout)
     return code
+
+
+@contextmanager
+def transaction_in_another_thread(
+    d: PersistDict, first: Callable[[], object] = lambda: None
+) -> Iterator[None]:
+    """Run the body while another thread sits inside ``d.transaction()`` (so holds the
+    dict's lock), after doing ``first()`` there; that thread leaves as the body ends."""
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with d.transaction():
+            first()
+            inside.set()
+            leave.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    inside.wait(10)
+    try:
+        yield
+    finally:
+        leave.set()
+        holder.join()
 
 
 def _wait_child(pid: int, timeout: float) -> int:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from tests.concurrency.harness import (
     run_in_fork,
     shares_writers,
     stress,
+    transaction_in_another_thread,
 )
 from tests.helpers import subprocess_env
 
@@ -223,26 +223,13 @@ def test_single_writer_in_a_forked_child_fails_clearly_and_file_is_intact(
 
 def test_lock_held_by_another_thread_at_fork_does_not_hang_the_child() -> None:
     d = persistdict.open("memory://")
-    inside, leave = threading.Event(), threading.Event()
 
-    def hold() -> None:
-        with d.transaction():
-            inside.set()
-            leave.wait(10)
+    def child() -> None:
+        d["child"] = 1  # would wait forever for a thread that does not exist here
+        assert dict(d) == {"child": 1}
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    inside.wait(10)
-    try:
-
-        def child() -> None:
-            d["child"] = 1  # would wait forever for a thread that does not exist here
-            assert dict(d) == {"child": 1}
-
+    with transaction_in_another_thread(d):
         assert run_in_fork(child, timeout=10) == 0
-    finally:
-        leave.set()
-        holder.join()
     d.close()
 
 

@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager, suppress
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from persistdict.errors import ReadOnlyError
+from persistdict.locking import DEFAULT_TIMEOUT
 from persistdict.urls import split_scheme, url_path
 
 __all__ = [
@@ -269,6 +270,57 @@ class BackendBase:
                 f"{self.describe().removesuffix(' read-only')} was opened read-only "
                 "(flag='r'); open it with flag='w' or 'c' to change it"
             )
+
+    # Hooks PersistDict calls around the mapping: fork, refresh, exit, shared writers. Each
+    # default suits a backend that needs nothing there; none is required.
+
+    #: Seconds the backend waits for another process's lock. At interpreter exit
+    #: ``PersistDict`` waits as long for a thread still using the dict before saving it.
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def shares_writers(self) -> bool:
+        """Whether several processes may write this store at once.
+
+        True for per-key storage with transactions (sqlite, lmdb, redis, postgres); false for
+        snapshot files and dbm (one writer at a time, a file lock) and for memory (one
+        process). ``PersistDict`` then runs ``pop``, ``popitem`` and ``setdefault`` in a
+        ``transaction()``, atomic across processes; otherwise its own lock is enough.
+        """
+        return self.native_transactions and self.persistent and not self.stores_objects
+
+    def prepare_fork(self) -> None:
+        """Settle pending state just before ``os.fork()`` (SQLite commits an idle
+        ``commit_every`` batch, dbm saves its index).
+
+        ``PersistDict`` calls it for every open dict, holding the dict's lock; a dict another
+        thread is using is skipped, since the fork must not wait. It must not raise. This
+        default does nothing.
+        """
+
+    def refresh(self) -> None:
+        """Reload what another program saved since this backend loaded or saved it.
+
+        ``PersistDict.refresh()`` calls it under the dict's lock. Snapshot files override it;
+        this default refuses (``ValueError``), since a backend reading storage on every call
+        has nothing to reload.
+        """
+        raise ValueError(f"{self.describe()} reads storage directly; it needs no refresh()")
+
+    #: What a failed save at the end of the outermost ``transaction()`` leaves: false (a
+    #: failed COMMIT) undoes the block; true keeps its writes for a later ``flush()`` (the undo
+    #: journal of backends without native transactions). ``PersistDict`` keeps its writeback
+    #: cache in step with the storage either way.
+    failed_commit_keeps_writes: ClassVar[bool] = False
+
+    def forget_transactions(self) -> None:
+        """Drop the state of ``transaction()`` blocks that will never end.
+
+        ``PersistDict`` calls it in a child process after ``os.fork()``, for a dict whose lock
+        a parent thread held: that thread does not exist in the child, so its blocks never
+        unwind. This default does nothing (a storage transaction belongs to its connection,
+        which backends open again in the child); the undo journal empties itself.
+        """
 
     # Abstract part, for type checkers and subclass authors.
 

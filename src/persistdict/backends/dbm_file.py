@@ -6,7 +6,7 @@ is read and written here through ``sqlite3`` with the same table and statements:
 ties the connection to the thread that opened it, which a dict shared by threads can't use,
 and this way Python 3.10-3.12 open such files too. Keys are stored as UTF-8; values as the
 serializer's bytes. dbm has no transactions, so ``transaction()`` rolls back by an undo
-journal kept by ``PersistDict``: atomic against exceptions, not against a crash midway.
+journal (``backends/journal.py``): atomic against exceptions, not against a crash midway.
 Writers hold the same inter-process lock as snapshot files, since most dbm modules have none.
 """
 
