@@ -63,7 +63,7 @@ from persistdict.backends.base import (
     import_driver,
 )
 from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError
-from persistdict.locking import check_timeout
+from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 from persistdict.serializers import JsonSerializer
 from persistdict.urls import (
     check_url,
@@ -75,7 +75,6 @@ from persistdict.urls import (
 
 __all__ = ["PostgresBackend"]
 
-DEFAULT_TIMEOUT = 10.0
 _PAGE = 1000
 _COPY_AT = 1000  # batches at least this large go through COPY
 _OPTIONS: dict[str, Callable[[str], Any]] = {

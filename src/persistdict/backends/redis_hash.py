@@ -63,12 +63,11 @@ from persistdict.backends.base import (
     import_driver,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
-from persistdict.locking import check_timeout
+from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 from persistdict.urls import check_url, mask_password, redacted_errors, url_options
 
 __all__ = ["RedisBackend"]
 
-DEFAULT_TIMEOUT = 10.0
 DEFAULT_LOCK_TTL = 30.0
 _SCAN_COUNT = 1000
 _CHUNK = 1000  # fields per HSET/HDEL command in a batch
