@@ -16,10 +16,11 @@ from persistdict.backends.base import BackendBase
 from persistdict.fileio import resolve_data_path
 from persistdict.urls import split_scheme
 
-__all__ = ["detect_backend", "is_dbm_sqlite3", "sniff_file"]
+__all__ = ["SQLITE_HEADER", "detect_backend", "is_dbm_sqlite3", "sniff_file"]
 
 _HEAD = 64
-_SQLITE_HEADER = b"SQLite format 3\x00"
+#: The first 16 bytes of every SQLite database file (and of no other format here).
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def is_dbm_sqlite3(path: str) -> bool:
@@ -34,7 +35,7 @@ def is_dbm_sqlite3(path: str) -> bool:
             header = f.read(20)
     except OSError:
         return False
-    if not header.startswith(_SQLITE_HEADER):
+    if not header.startswith(SQLITE_HEADER):
         return False
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
     if len(header) == 20 and header[18] == 2 and not os.path.exists(path + "-wal"):

@@ -50,7 +50,7 @@ from persistdict.backends.base import (
     check_table_name,
     fork_generation,
 )
-from persistdict.detect import is_dbm_sqlite3
+from persistdict.detect import SQLITE_HEADER, is_dbm_sqlite3
 from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError, no_such
 from persistdict.fileio import check_side_file, resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
@@ -235,7 +235,7 @@ class SqliteBackend(BackendBase):
 
     @staticmethod
     def sniff(head: bytes) -> bool:
-        return head.startswith(b"SQLite format 3\x00")
+        return head.startswith(SQLITE_HEADER)
 
     @classmethod
     def owns(cls, path: str) -> bool:
