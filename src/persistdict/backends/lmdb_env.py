@@ -54,6 +54,7 @@ from persistdict.backends.base import (
     check_table_name,
     fork_generation,
     import_driver,
+    value_bytes,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, no_such
 from persistdict.fileio import resolve_data_path
@@ -703,7 +704,7 @@ class LmdbBackend(BackendBase):
             k = key.encode() if key else _EMPTY_KEY
             v = value.encode() if isinstance(value, str) else bytes(value)
         except UnicodeEncodeError:
-            k, v = self._encode_key(key), self._payload(key, value)  # raise the clear error
+            k, v = self._encode_key(key), value_bytes(key, value)  # raise the clear error
         if len(k) > 511:
             self._encode_key(key)
         op = ("put", k, v)
@@ -739,15 +740,6 @@ class LmdbBackend(BackendBase):
                 "keys are limited to 511"
             )
         return k
-
-    @staticmethod
-    def _payload(key: str, value: Any) -> bytes:
-        if isinstance(value, str):
-            try:
-                return value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise ValueError(f"can't store the value for key {key!r} as UTF-8: {exc}") from None
-        return bytes(value)
 
     def _put_ops(self, ops: list[_Op], *, grow: bool = False) -> Any:
         self.check_writable()
@@ -785,7 +777,7 @@ class LmdbBackend(BackendBase):
             if not min(sizes) or max(sizes) > 511:
                 rows = None
         if rows is None:  # the empty key's byte, bytes values, or the clear error
-            rows = [(self._encode_key(k), self._payload(k, v)) for k, v in items]
+            rows = [(self._encode_key(k), value_bytes(k, v)) for k, v in items]
         if rows:
             self._put_ops([("many", rows)], grow=True)
 

@@ -61,6 +61,7 @@ from persistdict.backends.base import (
     check_table_name,
     fork_generation,
     import_driver,
+    value_bytes,
 )
 from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
@@ -478,12 +479,9 @@ class PostgresBackend(BackendBase):
                 )
             if "\x00" in value:
                 raise ValueError(f"can't store the value for key {key!r}: it contains NUL")
-            _check_utf8(key, value)
+            value_bytes(key, value)  # refuses text UTF-8 can't hold
             return value
-        if isinstance(value, str):
-            _check_utf8(key, value)
-            return value.encode("utf-8")
-        return bytes(value)
+        return value_bytes(key, value)
 
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
@@ -802,10 +800,3 @@ def _dict_key(column: str) -> str:
     if _ESCAPE not in column:
         return column
     return _UNESCAPE.sub(lambda m: "\x00" if m.group(1) == "0" else _ESCAPE, column)
-
-
-def _check_utf8(key: str, value: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"can't store the value for key {key!r} as UTF-8: {exc}") from None

@@ -61,6 +61,7 @@ from persistdict.backends.base import (
     check_table_name,
     fork_generation,
     import_driver,
+    value_bytes,
 )
 from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
@@ -160,15 +161,6 @@ def _field(key: str) -> bytes:
         return key.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(f"can't store key {key!r}: Redis stores keys as UTF-8 ({exc})") from None
-
-
-def _payload(key: str, value: str | bytes) -> bytes:
-    if isinstance(value, str):
-        try:
-            return value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"can't store the value for key {key!r} as UTF-8: {exc}") from None
-    return bytes(value)
 
 
 class RedisBackend(BackendBase):
@@ -454,7 +446,7 @@ class RedisBackend(BackendBase):
 
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
-        k, v = _field(key), _payload(key, value)
+        k, v = _field(key), value_bytes(key, value)
         layer = self._buffer()
         if layer is None:
             self._apply(_Layer({k: v}))
@@ -480,7 +472,7 @@ class RedisBackend(BackendBase):
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
         self.check_writable()
-        encoded = {_field(k): _payload(k, v) for k, v in items}  # refuse bad input first
+        encoded = {_field(k): value_bytes(k, v) for k, v in items}  # refuse bad input first
         if self._depth:
             self._layers[-1].writes.update(encoded)
             return
