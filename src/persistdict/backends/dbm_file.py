@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from persistdict.backends.base import BackendBase, fork_generation
 from persistdict.backends.dbm_sqlite3 import SqliteDbm
 from persistdict.detect import is_dbm_sqlite3
-from persistdict.errors import ClosedError, CorruptError, no_such
+from persistdict.errors import CorruptError, closed_error, no_such
 from persistdict.fileio import (
     atomic_write,
     fsync_file,
@@ -246,7 +246,7 @@ class DbmBackend(BackendBase):
     @property
     def _live(self) -> Any:
         if self._db is None:
-            raise ClosedError(f"{self.describe()} is closed")
+            raise closed_error(self.describe())
         return self._db
 
     def get(self, key: str) -> Any:

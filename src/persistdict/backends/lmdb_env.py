@@ -56,7 +56,7 @@ from persistdict.backends.base import (
     import_driver,
     value_bytes,
 )
-from persistdict.errors import ClosedError, CorruptError, LockedError, no_such
+from persistdict.errors import CorruptError, LockedError, closed_error, no_such
 from persistdict.fileio import resolve_data_path
 from persistdict.urls import parse_bool, split_scheme, url_options, url_path
 
@@ -399,7 +399,7 @@ class LmdbBackend(BackendBase):
     def _env_for_io(self) -> Any:
         shared = self._shared
         if shared is None:
-            raise ClosedError(f"{self.describe()} is closed; open it again with persistdict.open()")
+            raise closed_error(self.describe())
         if self._generation != fork_generation():
             # A forked child must not use the parent's environment handle (LMDB's rule).
             self._levels = []

@@ -63,7 +63,7 @@ from persistdict.backends.base import (
     import_driver,
     value_bytes,
 )
-from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError
+from persistdict.errors import CorruptError, Error, LockedError, ReadOnlyError, closed_error
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 from persistdict.serializers import JsonSerializer
 from persistdict.urls import (
@@ -318,7 +318,7 @@ class PostgresBackend(BackendBase):
     def _conn(self) -> Any:
         cx = self._cx
         if cx is None:
-            raise ClosedError(f"{self.describe()} is closed; open it again with persistdict.open()")
+            raise closed_error(self.describe())
         if self._generation != fork_generation():
             _abandoned.append(cx)
             self._depth = 0

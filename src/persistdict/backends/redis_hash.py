@@ -63,7 +63,7 @@ from persistdict.backends.base import (
     import_driver,
     value_bytes,
 )
-from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
+from persistdict.errors import CorruptError, LockedError, ReadOnlyError, closed_error
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 from persistdict.urls import check_url, mask_password, redacted_errors, url_options
 
@@ -310,7 +310,7 @@ class RedisBackend(BackendBase):
     @property
     def _r(self) -> Any:
         if self._client is None:
-            raise ClosedError(f"{self.describe()} is closed; open it again with persistdict.open()")
+            raise closed_error(self.describe())
         if self._generation != fork_generation():
             # A forked child gets its own connections; writes pending in the parent belong to
             # the parent and are not sent twice from here.

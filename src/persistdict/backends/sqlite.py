@@ -51,7 +51,14 @@ from persistdict.backends.base import (
     fork_generation,
 )
 from persistdict.detect import SQLITE_HEADER, is_dbm_sqlite3
-from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError, no_such
+from persistdict.errors import (
+    CorruptError,
+    Error,
+    LockedError,
+    ReadOnlyError,
+    closed_error,
+    no_such,
+)
 from persistdict.fileio import check_side_file, resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 
@@ -460,7 +467,7 @@ class SqliteBackend(BackendBase):
     def _conn(self) -> sqlite3.Connection:
         cx = self._cx
         if cx is None:
-            raise ClosedError(f"{self.describe()} is closed; open it again with persistdict.open()")
+            raise closed_error(self.describe())
         if self._generation != fork_generation():
             # After fork the child must not use the parent's connection (SQLite's rule);
             # pending uncommitted writes belong to the parent and are not replayed here.
