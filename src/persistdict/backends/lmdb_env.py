@@ -56,7 +56,7 @@ from persistdict.backends.base import (
     import_driver,
     value_bytes,
 )
-from persistdict.errors import CorruptError, LockedError, closed_error, no_such
+from persistdict.errors import CorruptError, LockedError, ReadOnlyError, closed_error, no_such
 from persistdict.fileio import resolve_data_path
 from persistdict.urls import parse_bool, split_scheme, url_options, url_path
 
@@ -456,8 +456,9 @@ class LmdbBackend(BackendBase):
                 "user write access to lock.mdb and its folder (through a group both users "
                 "share, say), or copy the environment somewhere writable",
             )
-        if isinstance(exc, lmdb.ReadonlyError):
-            return PermissionError(f"{self.path!r} can't be written: {exc}")
+        if isinstance(exc, lmdb.ReadonlyError) or getattr(exc, "code", None) == errno.EROFS:
+            # A writer this user or the file system doesn't allow: as on SQLite.
+            return ReadOnlyError(f"{self.path!r} can't be written: {exc}")
         return exc
 
     # Growing the map.
