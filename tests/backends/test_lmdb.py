@@ -550,3 +550,16 @@ def test_a_missing_table_is_an_error_naming_the_tables_not_an_empty_dict(
     assert "events" in result.stderr
     with persistdict.open(target, flag="r", table="events") as d:
         assert dict(d) == {"k": 1}
+
+
+def test_an_unknown_write_operation_is_refused_not_taken_for_clear(tmp_path: Path) -> None:
+    """Any tag but put, del and many fell through to dropping the table's contents."""
+    with persistdict.open(tmp_path / "data.lmdb") as d:
+        d.update({"a": 1, "b": 2})
+        backend: Any = d.backend
+        for ops in ([("bogus",)], [("put", b"c", b"3"), ("Drop",)]):
+            with pytest.raises(ValueError, match="unknown LMDB write operation"):
+                backend._put_ops(ops)
+            with pytest.raises(ValueError, match="unknown LMDB write operation"), d.transaction():
+                backend._put_ops(ops)
+        assert dict(d) == {"a": 1, "b": 2}

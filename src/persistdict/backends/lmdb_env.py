@@ -66,7 +66,7 @@ DEFAULT_MAP_SIZE = 1 << 30  # address space, not disk: the file grows only as pa
 _PAGE = 1000
 _EMPTY_KEY = b"\xff"
 _OPTIONS: dict[str, Callable[[str], Any]] = {"map_size": int, "max_dbs": int, "sync": parse_bool}
-_Op = tuple[Any, ...]
+_Op = tuple[Any, ...]  # ("put", k, v), ("del", k), ("many", rows) or ("drop",): see _apply
 
 
 def _lmdb() -> Any:
@@ -534,7 +534,10 @@ class LmdbBackend(BackendBase):
             return txn.delete(op[1])
         if kind == "many":
             return txn.cursor(db=self._db).putmulti(op[1])
-        return txn.drop(self._db, delete=False)
+        if kind == "drop":
+            return txn.drop(self._db, delete=False)
+        # A mistyped tag must not empty the table; the transaction it is in is aborted.
+        raise ValueError(f"unknown LMDB write operation {kind!r}")
 
     def _begin_root(self, env: Any) -> Any:
         while True:
