@@ -50,7 +50,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -68,6 +68,7 @@ from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 from persistdict.serializers import JsonSerializer
 from persistdict.urls import (
     check_url,
+    driver_errors,
     mask_password,
     redacted_errors,
     redacted_logs,
@@ -327,12 +328,8 @@ class PostgresBackend(BackendBase):
             return self._connect()  # the server dropped us between statements: safe to redo
         return cx
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Driver errors as persistdict's, with the URL's secrets masked in the whole chain:
-        driver messages echo parts of the URL, and the driver's error is kept as the cause."""
-        with redacted_errors(self.url), self._translated():
-            yield
+    def _errors(self) -> AbstractContextManager[None]:
+        return driver_errors(self.url, self._translated())
 
     @contextmanager
     def _translated(self) -> Iterator[None]:

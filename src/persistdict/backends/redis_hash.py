@@ -49,7 +49,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
@@ -65,7 +65,7 @@ from persistdict.backends.base import (
 )
 from persistdict.errors import CorruptError, LockedError, ReadOnlyError, closed_error
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
-from persistdict.urls import check_url, mask_password, redacted_errors, url_options
+from persistdict.urls import check_url, driver_errors, mask_password, url_options
 
 __all__ = ["RedisBackend"]
 
@@ -320,12 +320,8 @@ class RedisBackend(BackendBase):
             self._connect()
         return self._client
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Driver errors as persistdict's, with the URL's secrets masked in the whole chain:
-        driver messages echo parts of the URL, and the driver's error is kept as the cause."""
-        with redacted_errors(self.url), self._translated():
-            yield
+    def _errors(self) -> AbstractContextManager[None]:
+        return driver_errors(self.url, self._translated())
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
