@@ -11,15 +11,16 @@ import sqlite3
 import urllib.parse
 from collections.abc import Callable
 
-from persistdict.backends import available, loaded_classes
+from persistdict.backends import SNAPSHOT_FORMATS, available, loaded_classes
 from persistdict.backends.base import BackendBase
 from persistdict.fileio import resolve_data_path
 from persistdict.urls import split_scheme
 
-__all__ = ["detect_backend", "is_dbm_sqlite3", "sniff_file"]
+__all__ = ["SQLITE_HEADER", "detect_backend", "is_dbm_sqlite3", "sniff_file"]
 
 _HEAD = 64
-_SQLITE_HEADER = b"SQLite format 3\x00"
+#: The first 16 bytes of every SQLite database file (and of no other format here).
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def is_dbm_sqlite3(path: str) -> bool:
@@ -34,7 +35,7 @@ def is_dbm_sqlite3(path: str) -> bool:
             header = f.read(20)
     except OSError:
         return False
-    if not header.startswith(_SQLITE_HEADER):
+    if not header.startswith(SQLITE_HEADER):
         return False
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
     if len(header) == 20 and header[18] == 2 and not os.path.exists(path + "-wal"):
@@ -84,8 +85,9 @@ def sniff_file(path: str) -> str | None:
 def detect_backend(target: str | os.PathLike[str], fmt: str | None = None) -> str:
     """Return the backend name for ``target``; ``ValueError`` listing the choices if unknown."""
     if fmt is not None:
-        if fmt not in ("json", "csv", "pickle"):
-            raise ValueError(f"format must be 'json', 'csv' or 'pickle', not {fmt!r}")
+        if fmt not in SNAPSHOT_FORMATS:
+            *first, last = map(repr, SNAPSHOT_FORMATS)
+            raise ValueError(f"format must be {', '.join(first)} or {last}, not {fmt!r}")
         return fmt
     text = os.fspath(target)
     scheme, _ = split_scheme(text) if isinstance(text, str) else (None, text)
@@ -133,6 +135,7 @@ def _unknown(say: Callable[[str, str], str]) -> ValueError:
     """The ``ValueError`` for a target no backend claims, its remedy in the caller's words:
     ``say(backend, format)`` is called with the API's keyword arguments, then with the
     command line's options (kept as ``cli_message``)."""
-    error = ValueError(say("backend=", "format='json'|'csv'|'pickle'"))
-    error.cli_message = say("--backend", "--format json|csv|pickle")  # type: ignore[attr-defined]
+    error = ValueError(say("backend=", "format=" + "|".join(map(repr, SNAPSHOT_FORMATS))))
+    cli_message = say("--backend", "--format " + "|".join(SNAPSHOT_FORMATS))
+    error.cli_message = cli_message  # type: ignore[attr-defined]
     return error

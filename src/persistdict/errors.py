@@ -72,6 +72,11 @@ class ConflictError(Error):
     """
 
 
+def closed_error(what: str) -> ClosedError:
+    """The error for using ``what`` (a dict's or a backend's label) after ``close()``."""
+    return ClosedError(f"{what} is closed; open it again with persistdict.open()")
+
+
 def no_such(
     what: str, path: str, hint: str = "open it with flag='c' to create it"
 ) -> FileNotFoundError:

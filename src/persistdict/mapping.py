@@ -36,7 +36,7 @@ from persistdict import lifecycle
 from persistdict.backends.base import Backend, BackendBase, adapt
 from persistdict.backends.journal import transactional
 from persistdict.backends.snapshot import SnapshotBackend
-from persistdict.errors import ClosedError, CorruptError
+from persistdict.errors import CorruptError, closed_error
 from persistdict.locking import DEFAULT_TIMEOUT
 from persistdict.serializers import Serializer, serializer_for, why_not_json
 
@@ -176,7 +176,7 @@ class PersistDict(MutableMapping[str, Any]):
         )
 
     def _raise_closed(self) -> NoReturn:
-        raise ClosedError(f"{self._label} is closed; open it again with persistdict.open()")
+        raise closed_error(self._label)
 
     def _encode(self, key: str, value: Any) -> Any:
         try:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 __all__ = [
     "check_url",
+    "driver_errors",
     "mask_password",
     "parse_bool",
     "redact",
@@ -178,6 +179,17 @@ def redacted_errors(target: str) -> Iterator[None]:
     except BaseException as exc:
         redact_exception(exc, target)
         raise
+
+
+@contextmanager
+def driver_errors(url: str, translated: AbstractContextManager[None]) -> Iterator[None]:
+    """Driver errors as persistdict's, with the URL's secrets masked in the whole chain:
+    driver messages echo parts of the URL, and the driver's error is kept as the cause.
+
+    ``translated`` is the network backend's own translation of its driver's errors.
+    """
+    with redacted_errors(url), translated:
+        yield
 
 
 @contextmanager

@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ from persistdict import LockedError, PersistDict
 from persistdict.testing import MappingConformance
 from tests.backends.test_sqlite import (  # noqa: F401 (fixtures)
     SmallDisk,
+    open_as,
     read_as,
+    read_only_mount,
     root_owned_folder,
     small_disk,
 )
@@ -438,6 +441,68 @@ def test_a_reader_who_may_not_write_the_lock_file_is_told_why_and_what_to_do(
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
 
 
+@pytest.mark.parametrize("flag", ["c", "w"])
+@pytest.mark.parametrize("name", ["data.lmdb", "data.db"])
+def test_a_writer_who_may_not_write_gets_read_only_error_as_on_sqlite(
+    root_owned_folder: Path,  # noqa: F811 (the fixture imported above)
+    name: str,
+    flag: str,
+) -> None:
+    """LMDB said PermissionError where SQLite says ReadOnlyError, for the same cause."""
+    target = root_owned_folder / name
+    with persistdict.open(target) as d:
+        d["k"] = 1
+    files = target.iterdir() if target.is_dir() else [target]
+    before = {p.name: p.read_bytes() for p in files}
+    answer = open_as(target, flag, nobody=True)
+    assert answer["error"] == "ReadOnlyError", answer
+    assert answer["message"].startswith(f"{str(target)!r} can't be written: "), answer
+    files = target.iterdir() if target.is_dir() else [target]
+    assert {p.name: p.read_bytes() for p in files} == before
+    assert read_as(target, nobody=False)["items"] == {"k": 1}
+
+
+def test_a_writer_on_a_read_only_file_system_gets_read_only_error(
+    read_only_mount: tuple[Path, Callable[[], None]],  # noqa: F811 (the fixture imported above)
+) -> None:
+    """py-lmdb's bare ``lmdb.Error`` (EROFS) got out untranslated."""
+    folder, make_read_only = read_only_mount
+    target = folder / "data.lmdb"
+    with persistdict.open(target) as d:
+        d["k"] = 1
+    make_read_only()
+    for flag in ("c", "w"):
+        with pytest.raises(persistdict.ReadOnlyError, match=r"can't be written: .*Read-only file"):
+            persistdict.open(target, flag)
+    with persistdict.open(target, "r") as d:
+        assert dict(d) == {"k": 1}
+
+
+def test_every_write_to_a_read_only_dict_is_read_only_error(tmp_path: Path) -> None:
+    target = tmp_path / "data.lmdb"
+    with persistdict.open(target) as d:
+        d.update({"a": 1, "b": 2})
+    with persistdict.open(target, "r") as d:
+        writes: dict[str, Callable[[], object]] = {
+            "set": lambda: d.__setitem__("c", 3),
+            "delete": lambda: d.__delitem__("a"),
+            "clear": d.clear,
+            "update": lambda: d.update({"c": 3}),
+            "pop": lambda: d.pop("a"),
+            "popitem": d.popitem,
+            "setdefault": lambda: d.setdefault("c", 3),
+            "transaction": lambda: d.transaction().__enter__(),
+        }
+        for name, write in writes.items():
+            with pytest.raises(persistdict.ReadOnlyError) as caught:
+                write()
+            assert str(caught.value) == (
+                f"lmdb {str(target)!r} table 'items' was opened read-only (flag='r'); open it "
+                "with flag='w' or 'c' to change it"
+            ), name
+        assert dict(d) == {"a": 1, "b": 2}
+
+
 def test_a_full_disk_is_an_os_error_naming_the_environment_and_loses_nothing(
     small_disk: SmallDisk,  # noqa: F811 (the fixture imported above)
 ) -> None:
@@ -485,3 +550,16 @@ def test_a_missing_table_is_an_error_naming_the_tables_not_an_empty_dict(
     assert "events" in result.stderr
     with persistdict.open(target, flag="r", table="events") as d:
         assert dict(d) == {"k": 1}
+
+
+def test_an_unknown_write_operation_is_refused_not_taken_for_clear(tmp_path: Path) -> None:
+    """Any tag but put, del and many fell through to dropping the table's contents."""
+    with persistdict.open(tmp_path / "data.lmdb") as d:
+        d.update({"a": 1, "b": 2})
+        backend: Any = d.backend
+        for ops in ([("bogus",)], [("put", b"c", b"3"), ("Drop",)]):
+            with pytest.raises(ValueError, match="unknown LMDB write operation"):
+                backend._put_ops(ops)
+            with pytest.raises(ValueError, match="unknown LMDB write operation"), d.transaction():
+                backend._put_ops(ops)
+        assert dict(d) == {"a": 1, "b": 2}

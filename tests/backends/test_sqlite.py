@@ -274,10 +274,12 @@ def test_len_is_right_after_an_update_whose_commit_fails(small_disk: SmallDisk) 
 
 # Readers who may not write: a root-owned folder, a read-only file system ------------------------
 
-_READER = """
+_OPENER = """
 import json, sys, persistdict
 try:
-    with persistdict.open(sys.argv[1], "r", **json.loads(sys.argv[2])) as d:
+    with persistdict.open(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3])) as d:
+        if sys.argv[2] != "r":
+            d["written"] = 1
         print(json.dumps({"items": dict(d.items()), "repr": repr(d)}))
 except Exception as exc:
     print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
@@ -294,8 +296,14 @@ time.sleep(60)
 
 def read_as(target: Path, *, nobody: bool, **options: Any) -> dict[str, Any]:
     """Open ``target`` read-only in another process, as uid 65534 if ``nobody``."""
+    return open_as(target, "r", nobody=nobody, **options)
+
+
+def open_as(target: Path, flag: str, *, nobody: bool, **options: Any) -> dict[str, Any]:
+    """Open ``target`` with ``flag`` in another process, as uid 65534 if ``nobody``, and
+    unless the flag is ``"r"`` store ``written``: its items, or the error's name and text."""
     who = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if nobody else []
-    command = [*who, sys.executable, "-c", _READER, str(target), json.dumps(options)]
+    command = [*who, sys.executable, "-c", _OPENER, str(target), flag, json.dumps(options)]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=60, env=subprocess_env(), check=True
     )

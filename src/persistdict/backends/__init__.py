@@ -17,6 +17,7 @@ from persistdict.backends.base import BackendBase, declared
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "SNAPSHOT_FORMATS",
     "available",
     "backend_class",
     "declared_class",
@@ -26,6 +27,10 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "persistdict.backends"
+
+#: The snapshot file formats, each a backend of that name: what ``format=`` (``--format``)
+#: picks for a file whose extension says nothing.
+SNAPSHOT_FORMATS = ("json", "csv", "pickle")
 
 _BUILTIN: dict[str, str] = {
     "json": "persistdict.backends.json_file:JsonFileBackend",

@@ -38,6 +38,7 @@ __all__ = [
     "declared",
     "fork_generation",
     "import_driver",
+    "value_bytes",
 ]
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -84,6 +85,20 @@ def check_table_name(table: object) -> str:
             "not starting with a digit"
         )
     return table
+
+
+def value_bytes(key: str, value: str | bytes) -> bytes:
+    """The bytes a per-key backend stores for a serializer's output: ``str`` as UTF-8.
+
+    ``ValueError`` naming the key for text UTF-8 can't hold (a lone surrogate), raised before
+    anything is written.
+    """
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"can't store the value for key {key!r} as UTF-8: {exc}") from None
+    return bytes(value)
 
 
 class MissingTableError(FileNotFoundError):

@@ -19,10 +19,10 @@ import stat
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from persistdict.backends.base import BackendBase, fork_generation
+from persistdict.backends.base import BackendBase, check_flag, fork_generation
 from persistdict.backends.dbm_sqlite3 import SqliteDbm
 from persistdict.detect import is_dbm_sqlite3
-from persistdict.errors import ClosedError, CorruptError, no_such
+from persistdict.errors import CorruptError, closed_error, no_such
 from persistdict.fileio import (
     atomic_write,
     fsync_file,
@@ -176,7 +176,7 @@ class DbmBackend(BackendBase):
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.path = os.fspath(path)
-        self.read_only = flag == "r"
+        self.read_only = check_flag(flag) == "r"
         for name in (self.path, *(self.path + suffix for suffix in _SUFFIXES)):
             # Refuses a symlink (or, to create, a file) another user planted in /tmp & co.
             resolve_data_path(name, create=flag in ("c", "n"))
@@ -246,7 +246,7 @@ class DbmBackend(BackendBase):
     @property
     def _live(self) -> Any:
         if self._db is None:
-            raise ClosedError(f"{self.describe()} is closed")
+            raise closed_error(self.describe())
         return self._db
 
     def get(self, key: str) -> Any:

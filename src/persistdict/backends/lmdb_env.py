@@ -54,8 +54,9 @@ from persistdict.backends.base import (
     check_table_name,
     fork_generation,
     import_driver,
+    value_bytes,
 )
-from persistdict.errors import ClosedError, CorruptError, LockedError, no_such
+from persistdict.errors import CorruptError, LockedError, ReadOnlyError, closed_error, no_such
 from persistdict.fileio import resolve_data_path
 from persistdict.urls import parse_bool, split_scheme, url_options, url_path
 
@@ -65,7 +66,7 @@ DEFAULT_MAP_SIZE = 1 << 30  # address space, not disk: the file grows only as pa
 _PAGE = 1000
 _EMPTY_KEY = b"\xff"
 _OPTIONS: dict[str, Callable[[str], Any]] = {"map_size": int, "max_dbs": int, "sync": parse_bool}
-_Op = tuple[Any, ...]
+_Op = tuple[Any, ...]  # ("put", k, v), ("del", k), ("many", rows) or ("drop",): see _apply
 
 
 def _lmdb() -> Any:
@@ -398,7 +399,7 @@ class LmdbBackend(BackendBase):
     def _env_for_io(self) -> Any:
         shared = self._shared
         if shared is None:
-            raise ClosedError(f"{self.describe()} is closed; open it again with persistdict.open()")
+            raise closed_error(self.describe())
         if self._generation != fork_generation():
             # A forked child must not use the parent's environment handle (LMDB's rule).
             self._levels = []
@@ -455,8 +456,9 @@ class LmdbBackend(BackendBase):
                 "user write access to lock.mdb and its folder (through a group both users "
                 "share, say), or copy the environment somewhere writable",
             )
-        if isinstance(exc, lmdb.ReadonlyError):
-            return PermissionError(f"{self.path!r} can't be written: {exc}")
+        if isinstance(exc, lmdb.ReadonlyError) or getattr(exc, "code", None) == errno.EROFS:
+            # A writer this user or the file system doesn't allow: as on SQLite.
+            return ReadOnlyError(f"{self.path!r} can't be written: {exc}")
         return exc
 
     # Growing the map.
@@ -532,7 +534,10 @@ class LmdbBackend(BackendBase):
             return txn.delete(op[1])
         if kind == "many":
             return txn.cursor(db=self._db).putmulti(op[1])
-        return txn.drop(self._db, delete=False)
+        if kind == "drop":
+            return txn.drop(self._db, delete=False)
+        # A mistyped tag must not empty the table; the transaction it is in is aborted.
+        raise ValueError(f"unknown LMDB write operation {kind!r}")
 
     def _begin_root(self, env: Any) -> Any:
         while True:
@@ -703,7 +708,7 @@ class LmdbBackend(BackendBase):
             k = key.encode() if key else _EMPTY_KEY
             v = value.encode() if isinstance(value, str) else bytes(value)
         except UnicodeEncodeError:
-            k, v = self._encode_key(key), self._payload(key, value)  # raise the clear error
+            k, v = self._encode_key(key), value_bytes(key, value)  # raise the clear error
         if len(k) > 511:
             self._encode_key(key)
         op = ("put", k, v)
@@ -739,15 +744,6 @@ class LmdbBackend(BackendBase):
                 "keys are limited to 511"
             )
         return k
-
-    @staticmethod
-    def _payload(key: str, value: Any) -> bytes:
-        if isinstance(value, str):
-            try:
-                return value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise ValueError(f"can't store the value for key {key!r} as UTF-8: {exc}") from None
-        return bytes(value)
 
     def _put_ops(self, ops: list[_Op], *, grow: bool = False) -> Any:
         self.check_writable()
@@ -785,7 +781,7 @@ class LmdbBackend(BackendBase):
             if not min(sizes) or max(sizes) > 511:
                 rows = None
         if rows is None:  # the empty key's byte, bytes values, or the clear error
-            rows = [(self._encode_key(k), self._payload(k, v)) for k, v in items]
+            rows = [(self._encode_key(k), value_bytes(k, v)) for k, v in items]
         if rows:
             self._put_ops([("many", rows)], grow=True)
 
@@ -815,31 +811,27 @@ class LmdbBackend(BackendBase):
         except UnicodeDecodeError:  # the empty key's byte, or damage: _unkey tells them apart
             return [_unkey(k, self.path) for k in raw]
 
-    def _key_pages(self) -> Iterator[list[str]]:
-        after: bytes | None = None
-        while True:
-            raw: list[bytes] = self._page(after, values=False)
-            yield self._keys(raw)
-            if len(raw) < _PAGE:
-                return
-            after = raw[-1]
+    def _items(self, rows: list[tuple[bytes, bytes]]) -> list[tuple[str, bytes]]:
+        keys = self._keys([k for k, _ in rows])
+        return list(zip(keys, [v for _, v in rows], strict=True))
 
-    def _item_pages(self) -> Iterator[list[tuple[str, bytes]]]:
+    def _raw_pages(self, values: bool) -> Iterator[list[Any]]:
+        """Every page of ``_page``, each read when the caller gets to it."""
         after: bytes | None = None
         while True:
-            rows: list[tuple[bytes, bytes]] = self._page(after, values=True)
-            keys = self._keys([k for k, _ in rows])
-            yield list(zip(keys, [v for _, v in rows], strict=True))
+            rows = self._page(after, values)
+            yield rows
             if len(rows) < _PAGE:
                 return
-            after = rows[-1][0]
+            after = rows[-1][0] if values else rows[-1]
 
-    # Pages are handed out by chain(), in C: a generator step per key cost a third of iter.
+    # Pages are decoded by map() and handed out by chain(), in C: a generator step per key
+    # cost a third of iter.
     def iter_items(self) -> Iterator[tuple[str, Any]]:
-        return itertools.chain.from_iterable(self._item_pages())
+        return itertools.chain.from_iterable(map(self._items, self._raw_pages(values=True)))
 
     def iter_keys(self) -> Iterator[str]:
-        return itertools.chain.from_iterable(self._key_pages())
+        return itertools.chain.from_iterable(map(self._keys, self._raw_pages(values=False)))
 
     # Transactions.
 

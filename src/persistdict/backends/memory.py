@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from persistdict.backends.base import BackendBase
+from persistdict.backends.base import BackendBase, check_flag
 
 __all__ = ["MemoryBackend"]
 
@@ -24,7 +24,7 @@ class MemoryBackend(BackendBase):
 
     def __init__(self, location: str = "memory://", *, flag: str = "c") -> None:
         self.location = location
-        self.read_only = flag == "r"
+        self.read_only = check_flag(flag) == "r"
         self._data: dict[str, Any] = {}
         self._saved: list[dict[str, Any]] = []
 

@@ -50,7 +50,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -61,12 +61,14 @@ from persistdict.backends.base import (
     check_table_name,
     fork_generation,
     import_driver,
+    value_bytes,
 )
-from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError
-from persistdict.locking import check_timeout
+from persistdict.errors import CorruptError, Error, LockedError, ReadOnlyError, closed_error
+from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 from persistdict.serializers import JsonSerializer
 from persistdict.urls import (
     check_url,
+    driver_errors,
     mask_password,
     redacted_errors,
     redacted_logs,
@@ -75,7 +77,6 @@ from persistdict.urls import (
 
 __all__ = ["PostgresBackend"]
 
-DEFAULT_TIMEOUT = 10.0
 _PAGE = 1000
 _COPY_AT = 1000  # batches at least this large go through COPY
 _OPTIONS: dict[str, Callable[[str], Any]] = {
@@ -318,7 +319,7 @@ class PostgresBackend(BackendBase):
     def _conn(self) -> Any:
         cx = self._cx
         if cx is None:
-            raise ClosedError(f"{self.describe()} is closed; open it again with persistdict.open()")
+            raise closed_error(self.describe())
         if self._generation != fork_generation():
             _abandoned.append(cx)
             self._depth = 0
@@ -327,12 +328,8 @@ class PostgresBackend(BackendBase):
             return self._connect()  # the server dropped us between statements: safe to redo
         return cx
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Driver errors as persistdict's, with the URL's secrets masked in the whole chain:
-        driver messages echo parts of the URL, and the driver's error is kept as the cause."""
-        with redacted_errors(self.url), self._translated():
-            yield
+    def _errors(self) -> AbstractContextManager[None]:
+        return driver_errors(self.url, self._translated())
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -479,12 +476,9 @@ class PostgresBackend(BackendBase):
                 )
             if "\x00" in value:
                 raise ValueError(f"can't store the value for key {key!r}: it contains NUL")
-            _check_utf8(key, value)
+            value_bytes(key, value)  # refuses text UTF-8 can't hold
             return value
-        if isinstance(value, str):
-            _check_utf8(key, value)
-            return value.encode("utf-8")
-        return bytes(value)
+        return value_bytes(key, value)
 
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
@@ -803,10 +797,3 @@ def _dict_key(column: str) -> str:
     if _ESCAPE not in column:
         return column
     return _UNESCAPE.sub(lambda m: "\x00" if m.group(1) == "0" else _ESCAPE, column)
-
-
-def _check_utf8(key: str, value: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"can't store the value for key {key!r} as UTF-8: {exc}") from None

@@ -49,7 +49,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
@@ -61,14 +61,14 @@ from persistdict.backends.base import (
     check_table_name,
     fork_generation,
     import_driver,
+    value_bytes,
 )
-from persistdict.errors import ClosedError, CorruptError, LockedError, ReadOnlyError
-from persistdict.locking import check_timeout
-from persistdict.urls import check_url, mask_password, redacted_errors, url_options
+from persistdict.errors import CorruptError, LockedError, ReadOnlyError, closed_error
+from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
+from persistdict.urls import check_url, driver_errors, mask_password, url_options
 
 __all__ = ["RedisBackend"]
 
-DEFAULT_TIMEOUT = 10.0
 DEFAULT_LOCK_TTL = 30.0
 _SCAN_COUNT = 1000
 _CHUNK = 1000  # fields per HSET/HDEL command in a batch
@@ -161,15 +161,6 @@ def _field(key: str) -> bytes:
         return key.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(f"can't store key {key!r}: Redis stores keys as UTF-8 ({exc})") from None
-
-
-def _payload(key: str, value: str | bytes) -> bytes:
-    if isinstance(value, str):
-        try:
-            return value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"can't store the value for key {key!r} as UTF-8: {exc}") from None
-    return bytes(value)
 
 
 class RedisBackend(BackendBase):
@@ -319,7 +310,7 @@ class RedisBackend(BackendBase):
     @property
     def _r(self) -> Any:
         if self._client is None:
-            raise ClosedError(f"{self.describe()} is closed; open it again with persistdict.open()")
+            raise closed_error(self.describe())
         if self._generation != fork_generation():
             # A forked child gets its own connections; writes pending in the parent belong to
             # the parent and are not sent twice from here.
@@ -329,12 +320,8 @@ class RedisBackend(BackendBase):
             self._connect()
         return self._client
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Driver errors as persistdict's, with the URL's secrets masked in the whole chain:
-        driver messages echo parts of the URL, and the driver's error is kept as the cause."""
-        with redacted_errors(self.url), self._translated():
-            yield
+    def _errors(self) -> AbstractContextManager[None]:
+        return driver_errors(self.url, self._translated())
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -455,7 +442,7 @@ class RedisBackend(BackendBase):
 
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
-        k, v = _field(key), _payload(key, value)
+        k, v = _field(key), value_bytes(key, value)
         layer = self._buffer()
         if layer is None:
             self._apply(_Layer({k: v}))
@@ -481,7 +468,7 @@ class RedisBackend(BackendBase):
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
         self.check_writable()
-        encoded = {_field(k): _payload(k, v) for k, v in items}  # refuse bad input first
+        encoded = {_field(k): value_bytes(k, v) for k, v in items}  # refuse bad input first
         if self._depth:
             self._layers[-1].writes.update(encoded)
             return

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from persistdict.backends.base import BackendBase, fork_generation
+from persistdict.backends.base import BackendBase, check_flag, fork_generation
 from persistdict.errors import ConflictError, CorruptError, no_such
 from persistdict.fileio import (
     atomic_write,
@@ -88,7 +88,7 @@ class SnapshotBackend(BackendBase):
                 generation is only read, nothing on disk changes.
         """
         self.path = os.fspath(path)
-        self.flag = flag
+        self.flag = check_flag(flag)
         self.read_only = flag == "r"
         self._mode = mode
         self._data: dict[str, Any] = {}

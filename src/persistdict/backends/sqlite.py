@@ -50,8 +50,15 @@ from persistdict.backends.base import (
     check_table_name,
     fork_generation,
 )
-from persistdict.detect import is_dbm_sqlite3
-from persistdict.errors import ClosedError, CorruptError, Error, LockedError, ReadOnlyError, no_such
+from persistdict.detect import SQLITE_HEADER, is_dbm_sqlite3
+from persistdict.errors import (
+    CorruptError,
+    Error,
+    LockedError,
+    ReadOnlyError,
+    closed_error,
+    no_such,
+)
 from persistdict.fileio import check_side_file, resolve_data_path
 from persistdict.locking import DEFAULT_TIMEOUT, check_timeout
 
@@ -235,7 +242,7 @@ class SqliteBackend(BackendBase):
 
     @staticmethod
     def sniff(head: bytes) -> bool:
-        return head.startswith(b"SQLite format 3\x00")
+        return head.startswith(SQLITE_HEADER)
 
     @classmethod
     def owns(cls, path: str) -> bool:
@@ -460,7 +467,7 @@ class SqliteBackend(BackendBase):
     def _conn(self) -> sqlite3.Connection:
         cx = self._cx
         if cx is None:
-            raise ClosedError(f"{self.describe()} is closed; open it again with persistdict.open()")
+            raise closed_error(self.describe())
         if self._generation != fork_generation():
             # After fork the child must not use the parent's connection (SQLite's rule);
             # pending uncommitted writes belong to the parent and are not replayed here.

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import persistdict
 from persistdict import migrate
+from persistdict.backends import SNAPSHOT_FORMATS
 from persistdict.cli.commands import (
     EXIT_CODES,
     cmd_check,
@@ -46,7 +47,7 @@ def _common() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--format",
-        choices=("json", "csv", "pickle"),
+        choices=SNAPSHOT_FORMATS,
         help="snapshot format of a file whose extension says nothing (AppState.txt)",
     )
     group.add_argument(
@@ -163,9 +164,7 @@ def _add_command_arguments(name: str, p: argparse.ArgumentParser) -> None:
         )
         p.add_argument("--src-table", metavar="NAME", help="the table of SRC (default: --table)")
         p.add_argument("--dst-table", metavar="NAME", help="the table of DST (default: --table)")
-        p.add_argument(
-            "--src-format", choices=("json", "csv", "pickle"), help="snapshot format of SRC"
-        )
+        p.add_argument("--src-format", choices=SNAPSHOT_FORMATS, help="snapshot format of SRC")
         mode = p.add_mutually_exclusive_group()
         mode.add_argument("--replace", action="store_true", help="replace what DST holds")
         mode.add_argument("--merge", action="store_true", help="add to what DST holds")

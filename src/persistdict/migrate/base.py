@@ -18,9 +18,7 @@ from typing import Any
 from persistdict.errors import CorruptError, UntrustedPickleError
 from persistdict.serializers import unpickle
 
-__all__ = ["SQLITE_HEADER", "Source", "UntrustedPickleError", "pickle_format", "refusal"]
-
-SQLITE_HEADER = b"SQLite format 3\x00"
+__all__ = ["Source", "UntrustedPickleError", "pickle_format", "refusal"]
 
 
 def refusal(label: str, reason: str) -> str:

@@ -6,9 +6,9 @@ import dbm
 import os
 
 from persistdict.backends import available
-from persistdict.detect import detect_backend, is_dbm_sqlite3
+from persistdict.backends.json_file import JsonFileBackend
+from persistdict.detect import SQLITE_HEADER, detect_backend, is_dbm_sqlite3
 from persistdict.migrate.base import (
-    SQLITE_HEADER,
     Source,
     UntrustedPickleError,
     pickle_format,
@@ -80,7 +80,7 @@ def detect_source(src: str, table: str | None = None) -> str:
 def _permadict_format(path: str) -> str:
     with open(path, "rb") as f:
         head = f.read(64)
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+    if JsonFileBackend.sniff(head):
         return "json"
     if pickle_format(head):
         return "pickle"

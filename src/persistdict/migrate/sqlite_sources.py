@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from persistdict.detect import SQLITE_HEADER
 from persistdict.errors import CorruptError, no_such
-from persistdict.migrate.base import SQLITE_HEADER, Source, pickle_format
+from persistdict.migrate.base import Source, pickle_format
 
 __all__ = [
     "DiskcacheSource",

@@ -45,7 +45,7 @@ from persistdict.fileio import (
     give_owner_and_mode,
     resolve_data_path,
 )
-from persistdict.locking import FileLock, lock_path_for
+from persistdict.locking import DEFAULT_TIMEOUT, FileLock, lock_path_for
 from persistdict.mapping import PersistDict
 from persistdict.urls import split_scheme
 
@@ -158,7 +158,7 @@ def writing(
         return
     # The writer lock these backends take: no other persistdict writer changes the
     # destination while its copy is built and swapped in.
-    lock = FileLock(real, options.get("timeout", 10.0))
+    lock = FileLock(real, options.get("timeout", DEFAULT_TIMEOUT))
     lock.acquire()
     try:
         rewrite = _new_snapshot if contract.rewrite == "new_file" else _dbm_copy
