@@ -72,6 +72,11 @@ class ConflictError(Error):
     """
 
 
+def not_a_str_key(key: object) -> TypeError:
+    """The error for a key that is not a ``str`` (persistdict keys are), naming its type."""
+    return TypeError(f"persistdict keys must be str, not {type(key).__name__} ({key!r:.80})")
+
+
 def no_such(
     what: str, path: str, hint: str = "open it with flag='c' to create it"
 ) -> FileNotFoundError:

@@ -35,9 +35,10 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
+from persistdict import snapshot_reads  # hook: lock-free snapshot reads
 from persistdict.backends.base import Backend, BackendBase, adapt
 from persistdict.backends.snapshot import SnapshotBackend
-from persistdict.errors import ClosedError, CorruptError
+from persistdict.errors import ClosedError, CorruptError, not_a_str_key
 from persistdict.locking import DEFAULT_TIMEOUT
 from persistdict.serializers import Serializer, serializer_for, why_not_json
 
@@ -68,7 +69,7 @@ def _not_a_pair(i: int, item: object, exc: Exception) -> NoReturn:
 
 
 def _bad_key(key: object) -> None:
-    raise TypeError(f"persistdict keys must be str, not {type(key).__name__} ({key!r:.80})")
+    raise not_a_str_key(key)
 
 
 class _Values(ValuesView[Any]):
@@ -152,6 +153,7 @@ class PersistDict(MutableMapping[str, Any]):
         self._unheld = self._may_buffer  # a write must take a strong reference
         self._pid = os.getpid()
         _open_dicts[id(self)] = self
+        self._fast_reads = snapshot_reads.install(self, core)  # hook: last, once set up
 
     # Access to the backend.
 
@@ -527,7 +529,8 @@ class PersistDict(MutableMapping[str, Any]):
         such objects in place are not undone (they were never stored) and are written back
         later like any other.
         """
-        return self._transaction(write_back=True)
+        block = self._transaction(write_back=True)
+        return snapshot_reads.paused(self, self._fast_reads, block)  # hook: locked reads
 
     @contextmanager
     def _transaction(self, *, write_back: bool) -> Iterator[PersistDict]:
@@ -660,6 +663,7 @@ class PersistDict(MutableMapping[str, Any]):
             if self._cache is not None and backend.persistent:
                 self._write_back(backend)
             backend.close()
+            snapshot_reads.on_close(self._fast_reads, self)  # hook: locked reads from here
             self._backend = None
             self._release()
             _open_dicts.pop(id(self), None)
