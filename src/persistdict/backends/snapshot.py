@@ -27,12 +27,12 @@ import shlex
 import time
 import uuid as _uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, fork_generation
-from persistdict.errors import ConflictError, CorruptError, no_such
+from persistdict.errors import ConflictError, CorruptError, no_such, not_a_str_key
 from persistdict.fileio import (
     atomic_write,
     check_side_file,
@@ -44,7 +44,7 @@ from persistdict.fileio import (
 )
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
-__all__ = ["SnapshotBackend"]
+__all__ = ["LiveData", "SnapshotBackend"]
 
 # How close to "now" a file's modification time must be, when this dict reads or writes it,
 # for another write to be able to land in the same timestamp tick, unseen by stat(): Linux
@@ -85,7 +85,8 @@ class SnapshotBackend(BackendBase):
         self.flag = flag
         self.read_only = flag == "r"
         self._mode = mode
-        self._data: dict[str, Any] = {}
+        self._data: dict[str, Any] = LiveData()
+        self._data_watchers: list[Callable[[dict[str, Any]], None]] = []
         self._digest = b""
         # Whether _digest is of this backend's own encoding (after a save) or of the bytes a
         # load found, whose layout may differ (a file edited by hand or another program).
@@ -154,7 +155,9 @@ class SnapshotBackend(BackendBase):
             data, raw = self._recover(self._fault(raw, exc), exc)
             # A writer put the previous generation in place: that is the version on disk.
             seen = None if self.read_only else os.stat(self.path)
-        self._data = data
+        self._data = LiveData(data)
+        for watcher in self._data_watchers:
+            watcher(self._data)
         self._digest = hashlib.blake2b(raw).digest()
         self._digest_is_ours = False
         self._dirty = False
@@ -352,6 +355,20 @@ class SnapshotBackend(BackendBase):
         super().check_writable()
         self._check_process()
 
+    # The live dict, for readers that bypass the methods below (persistdict.snapshot_reads).
+
+    def watch_data(self, watcher: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``watcher(data)`` with the live dict now and whenever a reload
+        (``refresh()``) replaces it. Every change in place (set, delete, update, clear, a
+        rolled-back transaction) is one C-level call on that dict. A missing key raises
+        ``KeyError``, a key that is not a ``str`` ``TypeError``, as ``PersistDict`` does."""
+        self._data_watchers.append(watcher)
+        watcher(self._data)
+
+    def unwatch_data(self, watcher: Callable[[dict[str, Any]], None]) -> None:
+        """Stop calling ``watcher`` (see ``watch_data``)."""
+        self._data_watchers.remove(watcher)
+
     # The mapping operations.
 
     def get(self, key: str) -> Any:
@@ -430,6 +447,19 @@ class SnapshotBackend(BackendBase):
 
     def describe(self) -> str:
         return f"{self.name} {self.path!r}" + (" read-only" if self.read_only else "")
+
+
+class LiveData(dict[str, Any]):
+    """A snapshot's data: a ``dict`` whose failed lookup says why, as ``PersistDict`` does
+    (``KeyError`` for a missing key, ``TypeError`` for one that is not a ``str``), so that
+    ``data.__getitem__`` can stand in for ``PersistDict.__getitem__``."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            raise KeyError(key)
+        raise not_a_str_key(key)
 
 
 def _identity(seen: os.stat_result) -> tuple[int, int, int, int, int]:
