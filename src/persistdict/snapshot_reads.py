@@ -12,16 +12,20 @@ alone), and ``in``, ``get``, iteration and the views are small functions over it
 Why those reads need no lock: each write changes the live dict in one C-level call (store,
 delete, ``update``, ``clear``) made under the dict's lock, and no other thread runs in the
 middle of one, so a read sees the data before or after a write, as it would have after
-waiting for the lock. Iteration walks a copy taken in one such step, as it did. What does
-need the lock gets PersistDict's class back:
+waiting for the lock. Iteration walks the live dict itself, without copying it: taking the
+lock once, it marks the dict shared, and the next write copies it first and changes the copy,
+which takes its place (copy on write), so a loop sees the keys of the moment it began and
+never "dictionary changed size during iteration", whoever writes meanwhile. What does need
+the lock gets PersistDict's class back:
 
 - ``close()``: every later read raises ``ClosedError``;
 - ``transaction()``: other threads wait for the block, and see neither its writes before
   they are saved nor writes it rolls back; the class comes back when the outermost block
   ends, under the lock.
 
-When the backend replaces its dict (``refresh()``), it tells this module, which points the
-class at the new one; a read meanwhile sees the old version whole.
+When the backend replaces its dict (``refresh()``, a copy on write), it tells this module,
+which points the class at the new one, before any change to it; a read meanwhile sees the old
+version whole.
 
 The answers are PersistDict's: a missing key raises ``KeyError``; a key that is not a
 ``str`` raises ``TypeError`` naming its type when read (the live dict's ``__missing__``) and
@@ -81,12 +85,32 @@ def _values(self: PersistDict) -> ValuesView[Any]:
 class FastReads:
     """The per-dict class of one PersistDict and the state it is in."""
 
-    def __init__(self, base: type[PersistDict], backend: SnapshotBackend) -> None:
+    def __init__(
+        self,
+        base: type[PersistDict],
+        backend: SnapshotBackend,
+        lock: contextlib.AbstractContextManager[Any],
+    ) -> None:
         self.base = base
         self.backend: SnapshotBackend | None = backend
+        self.share: Callable[[], dict[str, Any]] = backend.share_data
+        reads = self
+
+        # Iteration walks the live dict itself, which no write changes from then on (the
+        # next one copies it first): the lock only for that hand-over, once per loop.
+        def iterate(_: object) -> Iterator[str]:
+            with lock:
+                return iter(reads.share())
+
+        def iter_items(_: object) -> Iterator[tuple[str, Any]]:
+            with lock:
+                return iter(reads.share().items())
+
         namespace: dict[str, Any] = {
             "__module__": base.__module__,
             "__qualname__": base.__qualname__,
+            "__iter__": iterate,
+            "_iter_items": iter_items,
             "keys": _keys,
             "values": _values,
         }
@@ -105,25 +129,17 @@ class FastReads:
             except TypeError:  # unhashable: not a key, as PersistDict answers
                 return False
 
-        def iterate(self: object) -> Iterator[str]:
-            return iter(list(data))
-
         def get(self: object, key: object, default: Any = None) -> Any:
             try:
                 return lookup(key, default)
             except TypeError:
                 return default
 
-        def _iter_items(self: object) -> Iterator[tuple[str, Any]]:
-            return iter(data.copy().items())
-
         fast: Any = self.fast
         fast.__getitem__ = data.__getitem__
         fast.__len__ = data.__len__
         fast.__contains__ = contains
-        fast.__iter__ = iterate
         fast.get = get
-        fast._iter_items = _iter_items
 
     def retire(self, d: PersistDict) -> None:
         """Give ``d`` its ordinary class for good (it is closing) and let go of the data."""
@@ -132,6 +148,7 @@ class FastReads:
             self.backend.unwatch_data(self._bind)
             self.backend = None
         self._bind({})
+        self.share = dict  # an empty one: the class holds nothing of the data any more
 
 
 def install(d: PersistDict, backend: BackendBase) -> FastReads | None:
@@ -147,7 +164,7 @@ def install(d: PersistDict, backend: BackendBase) -> FastReads | None:
     for name in _BACKEND_READS:
         if getattr(type(backend), name) is not getattr(SnapshotBackend, name):
             return None
-    reads = FastReads(base, backend)
+    reads = FastReads(base, backend, d._lock)
     d.__class__ = reads.fast
     return reads
 

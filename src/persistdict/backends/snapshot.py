@@ -87,6 +87,7 @@ class SnapshotBackend(BackendBase):
         self._mode = mode
         self._data: dict[str, Any] = LiveData()
         self._data_watchers: list[Callable[[dict[str, Any]], None]] = []
+        self._data_shared = False  # handed to a reader by share_data(): copy before a change
         self._digest = b""
         # Whether _digest is of this backend's own encoding (after a save) or of the bytes a
         # load found, whose layout may differ (a file edited by hand or another program).
@@ -155,9 +156,7 @@ class SnapshotBackend(BackendBase):
             data, raw = self._recover(self._fault(raw, exc), exc)
             # A writer put the previous generation in place: that is the version on disk.
             seen = None if self.read_only else os.stat(self.path)
-        self._data = LiveData(data)
-        for watcher in self._data_watchers:
-            watcher(self._data)
+        self._replace_data(LiveData(data))
         self._digest = hashlib.blake2b(raw).digest()
         self._digest_is_ours = False
         self._dirty = False
@@ -358,16 +357,38 @@ class SnapshotBackend(BackendBase):
     # The live dict, for readers that bypass the methods below (persistdict.snapshot_reads).
 
     def watch_data(self, watcher: Callable[[dict[str, Any]], None]) -> None:
-        """Call ``watcher(data)`` with the live dict now and whenever a reload
-        (``refresh()``) replaces it. Every change in place (set, delete, update, clear, a
-        rolled-back transaction) is one C-level call on that dict. A missing key raises
-        ``KeyError``, a key that is not a ``str`` ``TypeError``, as ``PersistDict`` does."""
+        """Call ``watcher(data)`` with the live dict now and whenever another replaces it (a
+        reload, a copy on write: see ``share_data``).
+
+        Each change to that dict is one C-level call (a store, a deletion, ``update``,
+        ``clear``), made with the PersistDict's lock held, as all writes are. A missing key
+        raises ``KeyError``, a key that is not a ``str`` ``TypeError``, as in PersistDict.
+        """
         self._data_watchers.append(watcher)
         watcher(self._data)
 
     def unwatch_data(self, watcher: Callable[[dict[str, Any]], None]) -> None:
         """Stop calling ``watcher`` (see ``watch_data``)."""
         self._data_watchers.remove(watcher)
+
+    def share_data(self) -> dict[str, Any]:
+        """The live dict, to iterate in place rather than copy: it no longer changes, since
+        the next change copies it first and goes to the copy, which replaces it (the watchers
+        are told). Call it with the PersistDict's lock held, as writes are."""
+        self._data_shared = True
+        return self._data
+
+    def _replace_data(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self._data_shared = False
+        for watcher in self._data_watchers:
+            watcher(data)
+
+    def _unshared(self) -> dict[str, Any]:
+        """The live dict, copied first if ``share_data`` handed it out since it last changed."""
+        if self._data_shared:
+            self._replace_data(LiveData(self._data))
+        return self._data
 
     # The mapping operations.
 
@@ -377,7 +398,7 @@ class SnapshotBackend(BackendBase):
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
         self.check_value(key, value)
-        self._data[key] = value
+        self._unshared()[key] = value
         self._dirty = True
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
@@ -385,12 +406,14 @@ class SnapshotBackend(BackendBase):
         batch = list(items)
         for key, value in batch:  # check all before changing anything: all or nothing
             self.check_value(key, value)
-        self._data.update(batch)
+        self._unshared().update(batch)
         self._dirty = True
 
     def delete(self, key: str) -> None:
         self.check_writable()
-        del self._data[key]
+        if key not in self._data:
+            raise KeyError(key)
+        del self._unshared()[key]
         self._dirty = True
 
     def contains(self, key: str) -> bool:
@@ -408,7 +431,10 @@ class SnapshotBackend(BackendBase):
 
     def clear(self) -> None:
         self.check_writable()
-        self._data.clear()
+        if self._data_shared:
+            self._replace_data(LiveData())
+        else:
+            self._data.clear()
         self._dirty = True
 
     @contextmanager
@@ -427,7 +453,7 @@ class SnapshotBackend(BackendBase):
         # Shallow copies of every container's contents (not deep copies): restoring them in
         # place keeps each object's identity, and a deep copy put back instead would cut the
         # caller's references loose (issue 12, item 2).
-        saved = _capture(self._data)
+        saved = _capture(self._unshared())  # restored in place if the block fails
         self._saved.append(saved)
         try:
             yield
