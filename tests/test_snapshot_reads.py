@@ -201,11 +201,14 @@ def test_a_rolled_back_block_leaves_a_loop_begun_before_it_whole(tmp_path: Path,
     with _open(tmp_path, fmt) as d:
         d.update({"a": "1", "b": "2"})
         loop = iter(d.items())
+        iterate = d.__iter__  # taken before the block, called inside it
         with pytest.raises(RuntimeError), d.transaction():
+            inner = iterate()
             d["a"] = "changed"
             d["c"] = "3"
             raise RuntimeError
         assert list(loop) == [("a", "1"), ("b", "2")]
+        assert list(inner) == ["a", "b"]
         assert dict(d) == {"a": "1", "b": "2"}
         d["c"] = "3"  # and the dict goes on, saved
     with _open(tmp_path, fmt, "r") as d:

@@ -375,6 +375,8 @@ class SnapshotBackend(BackendBase):
         """The live dict, to iterate in place rather than copy: it no longer changes, since
         the next change copies it first and goes to the copy, which replaces it (the watchers
         are told). Call it with the PersistDict's lock held, as writes are."""
+        if self._saved:  # inside transaction(), whose rollback restores this dict in place
+            return dict(self._data)
         self._data_shared = True
         return self._data
 
