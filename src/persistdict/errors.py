@@ -77,6 +77,11 @@ def closed_error(what: str) -> ClosedError:
     return ClosedError(f"{what} is closed; open it again with persistdict.open()")
 
 
+def not_a_str_key(key: object) -> TypeError:
+    """The error for a key that is not a ``str`` (persistdict keys are), naming its type."""
+    return TypeError(f"persistdict keys must be str, not {type(key).__name__} ({key!r:.80})")
+
+
 def no_such(
     what: str, path: str, hint: str = "open it with flag='c' to create it"
 ) -> FileNotFoundError:

@@ -11,7 +11,10 @@ A dict dropped without ``close()`` is closed when collected, with a ``ResourceWa
 a file is; the exit registry holds it strongly only while it may have unsaved writes.
 
 With ``lock=True`` (default) every operation holds a per-dict re-entrant lock, so one dict may
-be shared by threads; ``lock=False`` skips it for single-threaded code.
+be shared by threads; ``lock=False`` skips it for single-threaded code. Reads that need no
+lock skip it: those of backends that serialize reads themselves (``thread_safe_reads``), and
+those of json/csv/pickle dicts, which read the live dict (see ``persistdict.snapshot_reads``;
+they still wait for another thread's ``transaction()``).
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from persistdict import lifecycle
+from persistdict import (
+    lifecycle,
+    snapshot_reads,  # hook: lock-free snapshot reads
+)
 from persistdict.backends.base import Backend, BackendBase, adapt
 from persistdict.backends.journal import transactional
 from persistdict.backends.snapshot import SnapshotBackend
-from persistdict.errors import CorruptError, closed_error
+from persistdict.errors import CorruptError, closed_error, not_a_str_key
 from persistdict.locking import DEFAULT_TIMEOUT
 from persistdict.serializers import Serializer, serializer_for, why_not_json
 
@@ -67,7 +73,7 @@ def _not_a_pair(i: int, item: object, exc: Exception) -> NoReturn:
 
 
 def _bad_key(key: object) -> None:
-    raise TypeError(f"persistdict keys must be str, not {type(key).__name__} ({key!r:.80})")
+    raise not_a_str_key(key)
 
 
 class _Values(ValuesView[Any]):
@@ -151,6 +157,7 @@ class PersistDict(MutableMapping[str, Any]):
         self._unheld = self._may_buffer  # a write must take a strong reference
         self._pid = os.getpid()
         lifecycle.register(self)
+        self._fast_reads = snapshot_reads.install(self, core)  # hook: last, once set up
 
     # Access to the backend.
 
@@ -506,7 +513,8 @@ class PersistDict(MutableMapping[str, Any]):
         such objects in place are not undone (they were never stored) and are written back
         later like any other.
         """
-        return self._transaction(write_back=True)
+        block = self._transaction(write_back=True)
+        return snapshot_reads.paused(self, self._fast_reads, block)  # hook: locked reads
 
     @contextmanager
     def _transaction(self, *, write_back: bool) -> Iterator[PersistDict]:
@@ -608,6 +616,7 @@ class PersistDict(MutableMapping[str, Any]):
             if self._cache is not None and backend.persistent:
                 self._write_back(self._live_writer())
             backend.close()
+            snapshot_reads.on_close(self._fast_reads, self)  # hook: locked reads from here
             self._backend = self._writer = None
             self._release()
             lifecycle.unregister(self)

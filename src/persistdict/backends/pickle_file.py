@@ -26,7 +26,8 @@ class PickleFileBackend(SnapshotBackend):
     runs_code: ClassVar[bool] = True
 
     def encode(self, data: dict[str, Any]) -> bytes:
-        return pickle.dumps(data, protocol=self.protocol)
+        # A plain dict: the live one is a subclass, which pickle would record by name.
+        return pickle.dumps(dict(data), protocol=self.protocol)
 
     def decode(self, raw: bytes) -> dict[str, Any]:
         stream = io.BytesIO(raw)

@@ -27,12 +27,12 @@ import shlex
 import time
 import uuid as _uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, check_flag, fork_generation
-from persistdict.errors import ConflictError, CorruptError, no_such
+from persistdict.errors import ConflictError, CorruptError, no_such, not_a_str_key
 from persistdict.fileio import (
     atomic_write,
     check_side_file,
@@ -44,7 +44,7 @@ from persistdict.fileio import (
 )
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
 
-__all__ = ["SnapshotBackend"]
+__all__ = ["LiveData", "SnapshotBackend"]
 
 # How close to "now" a file's modification time must be, when this dict reads or writes it,
 # for another write to be able to land in the same timestamp tick, unseen by stat(): Linux
@@ -91,7 +91,9 @@ class SnapshotBackend(BackendBase):
         self.flag = check_flag(flag)
         self.read_only = flag == "r"
         self._mode = mode
-        self._data: dict[str, Any] = {}
+        self._data: dict[str, Any] = LiveData()
+        self._data_watchers: list[Callable[[dict[str, Any]], None]] = []
+        self._data_shared = False  # handed to a reader by share_data(): copy before a change
         self._digest = b""
         # Whether _digest is of this backend's own encoding (after a save) or of the bytes a
         # load found, whose layout may differ (a file edited by hand or another program).
@@ -160,7 +162,7 @@ class SnapshotBackend(BackendBase):
             data, raw = self._recover(self._fault(raw, exc), exc)
             # A writer put the previous generation in place: that is the version on disk.
             seen = None if self.read_only else os.stat(self.path)
-        self._data = data
+        self._replace_data(LiveData(data))
         self._digest = hashlib.blake2b(raw).digest()
         self._digest_is_ours = False
         self._dirty = False
@@ -358,6 +360,44 @@ class SnapshotBackend(BackendBase):
         super().check_writable()
         self._check_process()
 
+    # The live dict, for readers that bypass the methods below (persistdict.snapshot_reads).
+
+    def watch_data(self, watcher: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``watcher(data)`` with the live dict now and whenever another replaces it (a
+        reload, a copy on write: see ``share_data``).
+
+        Each change to that dict is one C-level call (a store, a deletion, ``update``,
+        ``clear``), made with the PersistDict's lock held, as all writes are. A missing key
+        raises ``KeyError``, a key that is not a ``str`` ``TypeError``, as in PersistDict.
+        """
+        self._data_watchers.append(watcher)
+        watcher(self._data)
+
+    def unwatch_data(self, watcher: Callable[[dict[str, Any]], None]) -> None:
+        """Stop calling ``watcher`` (see ``watch_data``)."""
+        self._data_watchers.remove(watcher)
+
+    def share_data(self) -> dict[str, Any]:
+        """The live dict, to iterate in place rather than copy: it no longer changes, since
+        the next change copies it first and goes to the copy, which replaces it (the watchers
+        are told). Call it with the PersistDict's lock held, as writes are."""
+        if self._saved:  # inside transaction(), whose rollback restores this dict in place
+            return dict(self._data)
+        self._data_shared = True
+        return self._data
+
+    def _replace_data(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self._data_shared = False
+        for watcher in self._data_watchers:
+            watcher(data)
+
+    def _unshared(self) -> dict[str, Any]:
+        """The live dict, copied first if ``share_data`` handed it out since it last changed."""
+        if self._data_shared:
+            self._replace_data(LiveData(self._data))
+        return self._data
+
     # The mapping operations.
 
     def get(self, key: str) -> Any:
@@ -366,7 +406,7 @@ class SnapshotBackend(BackendBase):
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
         self.check_value(key, value)
-        self._data[key] = value
+        self._unshared()[key] = value
         self._dirty = True
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
@@ -374,12 +414,14 @@ class SnapshotBackend(BackendBase):
         batch = list(items)
         for key, value in batch:  # check all before changing anything: all or nothing
             self.check_value(key, value)
-        self._data.update(batch)
+        self._unshared().update(batch)
         self._dirty = True
 
     def delete(self, key: str) -> None:
         self.check_writable()
-        del self._data[key]
+        if key not in self._data:
+            raise KeyError(key)
+        del self._unshared()[key]
         self._dirty = True
 
     def contains(self, key: str) -> bool:
@@ -397,7 +439,10 @@ class SnapshotBackend(BackendBase):
 
     def clear(self) -> None:
         self.check_writable()
-        self._data.clear()
+        if self._data_shared:
+            self._replace_data(LiveData())
+        else:
+            self._data.clear()
         self._dirty = True
 
     @contextmanager
@@ -416,7 +461,7 @@ class SnapshotBackend(BackendBase):
         # Shallow copies of every container's contents (not deep copies): restoring them in
         # place keeps each object's identity, and a deep copy put back instead would cut the
         # caller's references loose (issue 12, item 2).
-        saved = _capture(self._data)
+        saved = _capture(self._unshared())  # restored in place if the block fails
         self._saved.append(saved)
         try:
             yield
@@ -436,6 +481,19 @@ class SnapshotBackend(BackendBase):
 
     def describe(self) -> str:
         return f"{self.name} {self.path!r}" + (" read-only" if self.read_only else "")
+
+
+class LiveData(dict[str, Any]):
+    """A snapshot's data: a ``dict`` whose failed lookup says why, as ``PersistDict`` does
+    (``KeyError`` for a missing key, ``TypeError`` for one that is not a ``str``), so that
+    ``data.__getitem__`` can stand in for ``PersistDict.__getitem__``."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            raise KeyError(key)
+        raise not_a_str_key(key)
 
 
 def _identity(seen: os.stat_result) -> tuple[int, int, int, int, int]:
