@@ -223,6 +223,22 @@ def test_server_stopped_mid_run_gives_a_clear_error_then_recovers(throwaway: _Se
         assert d["again"] == 3
 
 
+def test_plain_writes_work_on_a_restarted_server_that_lost_their_scripts(
+    throwaway: _Server,
+) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{throwaway.port}/0"
+    with persistdict.open(url) as d:
+        d["a"] = 1
+        del d["a"]
+        throwaway.stop()
+        throwaway.start()  # empty, and without the scripts the writes ran before
+        d["b"] = 2
+        d["c"] = 3
+        del d["b"]
+        d.update({"d": 4})
+        assert d == {"c": 3, "d": 4}
+
+
 def test_unix_socket_url(throwaway: _Server) -> None:
     url = f"unix://:s3cret@{throwaway.folder / 'r.sock'}?db=2"
     with persistdict.open(url, table="sock") as d:
