@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -659,15 +660,27 @@ class PostgresBackend(BackendBase):
                 return
             rows = self._read(following, (rows[-1][0],))
 
-    def iter_keys(self) -> Iterator[str]:
+    # Each page is handed out by chain(), in C; its keys are translated back (_dict_key) only
+    # when one of them holds the escape character. A generator step and a call per key cost
+    # more than psycopg's own share of iterating.
+
+    def _key_pages(self) -> Iterator[list[str]]:
         for rows in self._pages("key"):
-            for (key,) in rows:
-                yield _dict_key(key)
+            keys = [key for (key,) in rows]
+            yield [_dict_key(key) for key in keys] if _ESCAPE in "".join(keys) else keys
+
+    def _item_pages(self) -> Iterator[list[tuple[str, Any]]]:
+        for rows in self._pages(f"key, {self._col}"):
+            if _ESCAPE in "".join([key for key, _ in rows]):
+                yield [(_dict_key(key), value) for key, value in rows]
+            else:
+                yield rows
+
+    def iter_keys(self) -> Iterator[str]:
+        return itertools.chain.from_iterable(self._key_pages())
 
     def iter_items(self) -> Iterator[tuple[str, Any]]:
-        for rows in self._pages(f"key, {self._col}"):
-            for key, value in rows:
-                yield _dict_key(key), value
+        return itertools.chain.from_iterable(self._item_pages())
 
     # Transactions.
 
