@@ -96,6 +96,25 @@ def test_iteration_scans_instead_of_loading_the_hash(tmp_path: Path) -> None:
     raw.close()
 
 
+def test_update_is_whole_or_refused_with_any_serializer(tmp_path: Path) -> None:
+    with _open(tmp_path) as d:
+        d["kept"] = 0
+        with pytest.raises(ValueError, match="'bad \\\\udfff'"):
+            d.update({"a": 1, "bad \udfff": 2, "b": 3})
+        with pytest.raises(ValueError, match="value for key 'b'"):
+            d.update({"a": 1, "b": "bad \ud800"})
+        assert d == {"kept": 0}
+        d.update({"a": 1, "b": [2]})
+        assert d == {"kept": 0, "a": 1, "b": [2]}
+    with _open(tmp_path, serializer=persistdict.PickleSerializer()) as d:  # bytes values
+        d.clear()
+        d.update({"a": {1, 2}, "b": b"\xff"})
+        assert d == {"a": {1, 2}, "b": b"\xff"}
+        with pytest.raises(ValueError, match="'bad \\\\udfff'"):
+            d.update({"c": 1, "bad \udfff": 2})
+        assert sorted(d) == ["a", "b"]
+
+
 def test_commit_every_batches_until_full_or_flushed(tmp_path: Path) -> None:
     with _open(tmp_path, commit_every=3) as d, _open(tmp_path) as other:
         d["a"], d["b"] = 1, 2

@@ -46,12 +46,13 @@ many keys) meanwhile.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, cast
 from urllib.parse import unquote, urlsplit
 
 from persistdict.backends.base import (
@@ -407,9 +408,11 @@ class RedisBackend(BackendBase):
             keys.append(self._key + b":persistdict-reply:" + secrets.token_hex(12).encode())
         gone = [k for k, v in layer.writes.items() if v is None]
         args: list[bytes] = [b"1" if layer.cleared else b"0", str(len(gone)).encode(), *gone]
-        for k, v in layer.writes.items():
-            if v is not None:
-                args += (k, v)
+        if gone:
+            args += [part for k, v in layer.writes.items() if v is not None for part in (k, v)]
+        else:  # the usual update(): every pair, flattened in C
+            sets = cast("dict[bytes, bytes]", layer.writes)  # no None (deletion) among them
+            args += itertools.chain.from_iterable(sets.items())
         return int(self._run_script(self._apply_script, keys, args))
 
     def _run_script(self, script: Any, keys: list[bytes], args: list[bytes]) -> Any:
@@ -517,7 +520,11 @@ class RedisBackend(BackendBase):
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
         self.check_writable()
-        encoded = {_field(k): _payload(k, v) for k, v in items}  # refuse bad input first
+        items = list(items)
+        try:  # one pass for the usual batch: keys and values that are text
+            encoded = {k.encode(): v.encode() for k, v in items}
+        except (AttributeError, UnicodeEncodeError):  # bytes values, or the clear error
+            encoded = {_field(k): _payload(k, v) for k, v in items}  # refuse bad input first
         if self._depth:
             self._layers[-1].writes.update(encoded)
             return
