@@ -310,6 +310,38 @@ def test_each_read_sees_what_another_process_committed_before_it(tmp_path: Path)
             assert sorted(d)[-1] == f"new{round_}"
 
 
+def test_len_follows_every_commit_whoever_makes_it(tmp_path: Path) -> None:
+    # len() keeps the count of the snapshot it last read; any commit must make it count again.
+    target = str(tmp_path / "count.lmdb")
+    with (
+        persistdict.open(target, sync=False) as d,
+        persistdict.open(target, sync=False) as twin,  # same table, same handle
+        persistdict.open(target, table="other", sync=False) as other,
+    ):
+        d.update({"a": 1, "b": 2})
+        assert len(d) == len(d) == 2
+        twin["c"] = 3
+        assert len(d) == 3
+        other["x"] = 0  # another table's commit: the count is unchanged, and still right
+        assert len(d) == 3
+        del twin["a"]
+        assert len(d) == 2
+        with d.transaction():
+            d["d"] = 4
+            assert len(d) == 3  # this block's own write, not yet committed
+        assert len(d) == len(twin) == 3
+        with pytest.raises(RuntimeError), d.transaction():
+            d["e"] = 5
+            raise RuntimeError
+        assert len(d) == 3
+        command = [sys.executable, "-c", _WRITE_AND_WAIT, target, "1"]
+        subprocess.run(command, env=subprocess_env(), check=True, timeout=60)
+        assert len(d) == 5  # "k" and "new1" from another process
+        twin.clear()
+        assert len(d) == 0
+        assert len(other) == 1
+
+
 def test_a_read_from_another_thread_waits_for_a_transaction_block(tmp_path: Path) -> None:
     import threading
 

@@ -11,6 +11,7 @@ import pytest
 
 import persistdict
 from persistdict import CorruptError, PersistDict
+from persistdict.backends.postgres_table import _column_key
 from persistdict.serializers import JsonSerializer
 from persistdict.testing import MappingConformance
 from tests.helpers import (
@@ -135,6 +136,18 @@ def test_keys_with_nul_are_stored_escaped(tmp_path: Path) -> None:
         "plain",
         "u\uffff0",
     }
+
+
+def test_iterating_pages_gives_escaped_keys_back_as_written(tmp_path: Path) -> None:
+    # Iteration reads pages of 1,000 keys; the escaped ones sort after every ASCII key
+    # (U+FFFF in the "C" collation), so here they come in the second page only.
+    written = {f"k{i:04d}": i for i in range(1500)}
+    written.update({"\x00": "nul", "z\uffff": "ffff", "z\x00\uffff": "both"})
+    with _open(tmp_path) as d:
+        d.update(written)
+        assert list(d) == sorted(written, key=lambda k: _column_key(k).encode())
+        assert dict(d.items()) == written
+        assert len(list(d.items())) == len(written)
 
 
 def test_large_update_is_one_transaction(tmp_path: Path) -> None:

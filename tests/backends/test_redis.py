@@ -98,6 +98,25 @@ def test_iteration_scans_instead_of_loading_the_hash(tmp_path: Path) -> None:
     raw.close()
 
 
+def test_update_is_whole_or_refused_with_any_serializer(tmp_path: Path) -> None:
+    with _open(tmp_path) as d:
+        d["kept"] = 0
+        with pytest.raises(ValueError, match="'bad \\\\udfff'"):
+            d.update({"a": 1, "bad \udfff": 2, "b": 3})
+        with pytest.raises(ValueError, match="value for key 'b'"):
+            d.update({"a": 1, "b": "bad \ud800"})
+        assert d == {"kept": 0}
+        d.update({"a": 1, "b": [2]})
+        assert d == {"kept": 0, "a": 1, "b": [2]}
+    with _open(tmp_path, serializer=persistdict.PickleSerializer()) as d:  # bytes values
+        d.clear()
+        d.update({"a": {1, 2}, "b": b"\xff"})
+        assert d == {"a": {1, 2}, "b": b"\xff"}
+        with pytest.raises(ValueError, match="'bad \\\\udfff'"):
+            d.update({"c": 1, "bad \udfff": 2})
+        assert sorted(d) == ["a", "b"]
+
+
 def test_commit_every_batches_until_full_or_flushed(tmp_path: Path) -> None:
     with _open(tmp_path, commit_every=3) as d, _open(tmp_path) as other:
         d["a"], d["b"] = 1, 2
@@ -223,6 +242,22 @@ def test_server_stopped_mid_run_gives_a_clear_error_then_recovers(throwaway: _Se
         assert d == {"pending": 2}
         d["again"] = 3
         assert d["again"] == 3
+
+
+def test_plain_writes_work_on_a_restarted_server_that_lost_their_scripts(
+    throwaway: _Server,
+) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{throwaway.port}/0"
+    with persistdict.open(url) as d:
+        d["a"] = 1
+        del d["a"]
+        throwaway.stop()
+        throwaway.start()  # empty, and without the scripts the writes ran before
+        d["b"] = 2
+        d["c"] = 3
+        del d["b"]
+        d.update({"d": 4})
+        assert d == {"c": 3, "d": 4}
 
 
 def test_unix_socket_url(throwaway: _Server) -> None:

@@ -292,6 +292,7 @@ class LmdbBackend(BackendBase):
         # and, in a forked child, by _disarm_after_fork; the paths it skips re-arm it.
         self._ready: _Env | None = None
         self._db: Any = None
+        self._counted: tuple[int, int] = (-1, 0)
         self._attach(initial=True)
         _live.add(self)
 
@@ -353,6 +354,7 @@ class LmdbBackend(BackendBase):
         shared = self._shared
         usable = shared is not None and self._db is not None
         self._ready = shared if usable and self._generation == fork_generation() else None
+        self._counted = (-1, 0)  # (snapshot id, entries) of the last count(); see count()
 
     def _open_db(self, *, create: bool) -> Any:
         lmdb = self._lmdb
@@ -681,6 +683,9 @@ class LmdbBackend(BackendBase):
         return bool(self._read_slowly(lambda txn: txn is not None and txn.get(k) is not None))
 
     def count(self) -> int:
+        # A read transaction's id is that of the last commit before it, by any process: the
+        # same id means the same data, so the count taken at that id still holds. Reading the
+        # id is cheap; stat() builds a dict and cost more than lmdbm's whole len().
         shared = self._ready
         if shared is not None:
             shared.lock.acquire()
@@ -688,9 +693,14 @@ class LmdbBackend(BackendBase):
                 if not self._levels:
                     txn = shared.env.begin(self._db)
                     try:
-                        return int(txn.stat(self._db)["entries"])
+                        snapshot = txn.id()
+                        if snapshot == self._counted[0]:
+                            return self._counted[1]
+                        entries = int(txn.stat(self._db)["entries"])
                     finally:
                         txn.abort()
+                    self._counted = (snapshot, entries)
+                    return entries
             except self._lmdb.Error:
                 pass
             finally:

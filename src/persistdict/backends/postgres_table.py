@@ -47,11 +47,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from persistdict.backends.base import (
@@ -266,7 +267,21 @@ class PostgresBackend(BackendBase):
                 raise CorruptError(
                     f"{what} table= another name", cli_message=f"{what} --table another name"
                 )
-        self._col = "raw" if self.jsonb else "value"
+        col = self._col = "raw" if self.jsonb else "value"
+        # The statements of get, `in` and set, looked up once rather than on each call.
+        self._get_sql = self._sql(f"SELECT {col} FROM {{t}} WHERE key = %s")
+        self._has_sql = self._sql("SELECT 1 FROM {t} WHERE key = %s")
+        # One statement, the lock in a CTE: its snapshot may predate a block that held the
+        # table, but ON CONFLICT finds and updates a row that block inserted all the same.
+        # Inside transaction() the session holds the lock already: the upsert alone.
+        upsert = f"ON CONFLICT (key) DO UPDATE SET {col} = excluded.{col}"
+        self._set_sql = self._sql(
+            "WITH l AS (SELECT pg_advisory_xact_lock_shared(%s)) "
+            f"INSERT INTO {{t}} (key, {col}) SELECT %s, %s FROM l {upsert}"
+        )
+        self._set_in_block_sql = self._sql(
+            f"INSERT INTO {{t}} (key, {col}) VALUES (%s, %s) {upsert}"
+        )
         self._counter = self._find_counter(cx) if columns else None
         if flag == "n" and not self.read_only:
             self.clear()  # waits for a transaction in progress, and empties what it wrote
@@ -331,6 +346,14 @@ class PostgresBackend(BackendBase):
     def _errors(self) -> AbstractContextManager[None]:
         return driver_errors(self.url, self._translated())
 
+    def _reraise(self, exc: BaseException) -> NoReturn:
+        """Raise ``exc`` as it would leave ``_errors()``, for ``_run``, which catches errors
+        with a bare ``try`` instead: entering ``_errors()`` (three generator context
+        managers) on every statement cost a quarter of the client's work for a get."""
+        with self._errors():
+            raise exc
+        raise AssertionError("unreachable")  # pragma: no cover - _errors() swallows nothing
+
     @contextmanager
     def _translated(self) -> Iterator[None]:
         pg = self._pg
@@ -362,7 +385,7 @@ class PostgresBackend(BackendBase):
     def _run(self, statement: Any, params: Any = (), *, retry: bool = True) -> Any:
         """Execute one statement; after a dropped connection, reconnect and run it again if
         ``retry`` (the statement is idempotent) and no transaction was open."""
-        with self._errors():
+        try:
             cx = self._conn
             try:
                 return cx.execute(statement, params)
@@ -370,6 +393,8 @@ class PostgresBackend(BackendBase):
                 if not (retry and cx.closed and not self._depth):
                     raise
             return self._connect().execute(statement, params)
+        except BaseException as exc:
+            self._reraise(exc)
 
     def _locked_write(self, work: Callable[[Any], Any]) -> Any:
         """Run ``work(connection)``, the statements of one write, in a short transaction
@@ -446,7 +471,8 @@ class PostgresBackend(BackendBase):
 
     def _read(self, statement: Any, params: Any = ()) -> list[Any]:
         try:
-            return list(self._run(statement, params).fetchall())
+            rows: list[Any] = self._run(statement, params).fetchall()
+            return rows
         except self._pg.errors.UndefinedTable:
             return []  # opened read-only before any writer created the table
 
@@ -456,7 +482,7 @@ class PostgresBackend(BackendBase):
         column = _stored_key(key)
         if column is None:
             raise KeyError(key)
-        rows = self._read(self._sql(f"SELECT {self._col} FROM {{t}} WHERE key = %s"), (column,))
+        rows = self._read(self._get_sql, (column,))
         if not rows:
             raise KeyError(key)
         return rows[0][0]
@@ -465,7 +491,7 @@ class PostgresBackend(BackendBase):
         column = _stored_key(key)
         if column is None:
             return False
-        return bool(self._read(self._sql("SELECT 1 FROM {t} WHERE key = %s"), (column,)))
+        return bool(self._read(self._has_sql, (column,)))
 
     def _value(self, key: str, value: Any) -> Any:
         if self.jsonb:
@@ -483,14 +509,10 @@ class PostgresBackend(BackendBase):
     def set(self, key: str, value: Any) -> None:
         self.check_writable()
         column = _column_key(key)
-        # One statement, the lock in a CTE: its snapshot may predate a block that held the
-        # table, but ON CONFLICT finds and updates a row that block inserted all the same.
-        statement = self._sql(
-            "WITH l AS (SELECT pg_advisory_xact_lock_shared(%s)) "
-            f"INSERT INTO {{t}} (key, {self._col}) SELECT %s, %s FROM l "
-            f"ON CONFLICT (key) DO UPDATE SET {self._col} = excluded.{self._col}"
-        )
-        self._run(statement, (self._lock, column, self._value(key, value)))
+        if self._depth and self._generation == fork_generation():  # not a forked child's
+            self._run(self._set_in_block_sql, (column, self._value(key, value)))
+            return
+        self._run(self._set_sql, (self._lock, column, self._value(key, value)))
 
     def delete(self, key: str) -> None:
         self.check_writable()
@@ -574,7 +596,8 @@ class PostgresBackend(BackendBase):
             self.read_only or not self._install_counter(cx, where[0], side)
         ):
             return None
-        return sql.SQL("SELECT coalesce(sum(n), 0) FROM {}").format(side)
+        # A plain string, composed once: psycopg then prepares it like the other statements.
+        return sql.SQL("SELECT coalesce(sum(n), 0) FROM {}").format(side).as_string(cx)
 
     def _counter_works(self, cx: Any, side: Any) -> bool:
         row = cx.execute(
@@ -636,15 +659,27 @@ class PostgresBackend(BackendBase):
                 return
             rows = self._read(following, (rows[-1][0],))
 
-    def iter_keys(self) -> Iterator[str]:
+    # Each page is handed out by chain(), in C; its keys are translated back (_dict_key) only
+    # when one of them holds the escape character. A generator step and a call per key cost
+    # more than psycopg's own share of iterating.
+
+    def _key_pages(self) -> Iterator[list[str]]:
         for rows in self._pages("key"):
-            for (key,) in rows:
-                yield _dict_key(key)
+            keys = [key for (key,) in rows]
+            yield [_dict_key(key) for key in keys] if _ESCAPE in "".join(keys) else keys
+
+    def _item_pages(self) -> Iterator[list[tuple[str, Any]]]:
+        for rows in self._pages(f"key, {self._col}"):
+            if _ESCAPE in "".join([key for key, _ in rows]):
+                yield [(_dict_key(key), value) for key, value in rows]
+            else:
+                yield rows
+
+    def iter_keys(self) -> Iterator[str]:
+        return itertools.chain.from_iterable(self._key_pages())
 
     def iter_items(self) -> Iterator[tuple[str, Any]]:
-        for rows in self._pages(f"key, {self._col}"):
-            for key, value in rows:
-                yield _dict_key(key), value
+        return itertools.chain.from_iterable(self._item_pages())
 
     # Transactions.
 

@@ -46,12 +46,13 @@ many keys) meanwhile.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn, cast
 from urllib.parse import unquote, urlsplit
 
 from persistdict.backends.base import (
@@ -105,6 +106,13 @@ while i <= #ARGV do
 end
 if KEYS[3] then redis.call('set', KEYS[3], removed, 'px', 60000) end
 return removed
+"""
+# set(): _APPLY for one field, without its loops and counts: the same lock check, less to
+# send and less Lua to run on each single write. ARGV: the field, its value.
+_SET = """
+if redis.call('exists', KEYS[2]) == 1 then return -1 end
+redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
+return 0
 """
 # Take the transaction lock, or find it already ours (a repeat after a lost answer); -1 while
 # another client holds it. ARGV: this transaction's token, the lock's ttl in ms.
@@ -302,6 +310,7 @@ class RedisBackend(BackendBase):
         client = self._redis.Redis(**self._connect_args)
         self._release = client.register_script(_RELEASE)
         self._apply_script = client.register_script(_APPLY)
+        self._set_script = client.register_script(_SET)
         self._acquire_script = client.register_script(_ACQUIRE)
         self._client = client
         self._generation = fork_generation()
@@ -322,6 +331,15 @@ class RedisBackend(BackendBase):
 
     def _errors(self) -> AbstractContextManager[None]:
         return driver_errors(self.url, self._translated())
+
+    def _reraise(self, exc: BaseException) -> NoReturn:
+        """Raise ``exc`` as it would leave ``_errors()``. The calls made for every get, `in`,
+        len() and plain write catch errors with a bare ``try`` and come here, rather than
+        entering ``_errors()``: its three generator context managers cost more than the
+        rest of the client's work for a HGET."""
+        with self._errors():
+            raise exc
+        raise AssertionError("unreachable")  # pragma: no cover - _errors() swallows nothing
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -381,12 +399,33 @@ class RedisBackend(BackendBase):
             keys.append(self._key + b":persistdict-reply:" + secrets.token_hex(12).encode())
         gone = [k for k, v in layer.writes.items() if v is None]
         args: list[bytes] = [b"1" if layer.cleared else b"0", str(len(gone)).encode(), *gone]
-        for k, v in layer.writes.items():
-            if v is not None:
-                args += (k, v)
-        with self._errors():
-            removed = self._until_unlocked(lambda: self._apply_script(keys=keys, args=args))
-        return int(removed)
+        if gone:
+            args += [part for k, v in layer.writes.items() if v is not None for part in (k, v)]
+        else:  # the usual update(): every pair, flattened in C
+            sets = cast("dict[bytes, bytes]", layer.writes)  # no None (deletion) among them
+            args += itertools.chain.from_iterable(sets.items())
+        return int(self._run_script(self._apply_script, keys, args))
+
+    def _run_script(self, script: Any, keys: list[bytes], args: list[bytes]) -> Any:
+        """Run ``script`` (made by ``register_script``) once no transaction holds the lock:
+        a reply of -1 means one does, and then ``_until_unlocked`` tries again for up to
+        ``timeout`` seconds. Errors leave as from ``_errors()``.
+
+        The first attempt is a bare EVALSHA on the script's client, which is what
+        ``Script.__call__`` sends without its own Python around it; that, the polling loop
+        and ``_errors()`` are only entered when needed (the server lost the script, the
+        lock is held, an error), as they cost a fifth of a local round trip per write.
+        """
+        try:
+            try:
+                result = script.registered_client.evalsha(script.sha, len(keys), *keys, *args)
+            except self._redis.exceptions.NoScriptError:
+                result = script(keys=keys, args=args)  # loads it into the server and runs it
+            if result == -1:
+                result = self._until_unlocked(lambda: script(keys=keys, args=args))
+        except BaseException as exc:
+            self._reraise(exc)
+        return result
 
     def _until_unlocked(self, attempt: Callable[[], Any]) -> Any:
         # Polls: Redis has no blocking wait on a key's deletion. Bounded by timeout=.
@@ -423,8 +462,10 @@ class RedisBackend(BackendBase):
             raise KeyError(key) from None
         found = self._lookup(k) if self._layers else _UNKNOWN
         if found is _UNKNOWN:
-            with self._errors():
+            try:
                 found = self._r.hget(self._key, k)
+            except BaseException as exc:
+                self._reraise(exc)
         if found is None:
             raise KeyError(key)
         return found
@@ -436,8 +477,10 @@ class RedisBackend(BackendBase):
             return False
         found = self._lookup(k) if self._layers else _UNKNOWN
         if found is _UNKNOWN:
-            with self._errors():
+            try:
                 return bool(self._r.hexists(self._key, k))
+            except BaseException as exc:
+                self._reraise(exc)
         return found is not None
 
     def set(self, key: str, value: Any) -> None:
@@ -445,7 +488,7 @@ class RedisBackend(BackendBase):
         k, v = _field(key), value_bytes(key, value)
         layer = self._buffer()
         if layer is None:
-            self._apply(_Layer({k: v}))
+            self._run_script(self._set_script, [self._key, self._lock_key], [k, v])
             return
         layer.writes[k] = v
         self._after_write()
@@ -468,7 +511,11 @@ class RedisBackend(BackendBase):
 
     def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
         self.check_writable()
-        encoded = {_field(k): value_bytes(k, v) for k, v in items}  # refuse bad input first
+        items = list(items)
+        try:  # one pass for the usual batch: keys and values that are text
+            encoded = {k.encode(): v.encode() for k, v in items}
+        except (AttributeError, UnicodeEncodeError):  # bytes values, or the clear error
+            encoded = {_field(k): value_bytes(k, v) for k, v in items}  # refuse bad input first
         if self._depth:
             self._layers[-1].writes.update(encoded)
             return
@@ -487,9 +534,12 @@ class RedisBackend(BackendBase):
         self._apply(_Layer(cleared=True))
 
     def count(self) -> int:
-        with self._errors():
-            if not self._layers:
+        if not self._layers:
+            try:
                 return int(self._r.hlen(self._key))
+            except BaseException as exc:
+                self._reraise(exc)
+        with self._errors():
             view = _merged(self._layers)
             if view.cleared:
                 return sum(1 for v in view.writes.values() if v is not None)
