@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -366,7 +367,10 @@ def run_in_fork(
     traceback goes to stderr). A child still running after ``timeout`` seconds is killed and
     counts as a failure (-9): a hang is a bug too.
     """
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Forking while another thread is alive (and may hold a lock) is what these tests check.
+        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
         try:
