@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+
+import pytest
 
 import persistdict
 from tests.concurrency.harness import integrity
@@ -119,3 +122,38 @@ def test_a_daemon_thread_holding_a_dict_does_not_hang_exit(tmp_path: Path) -> No
     with persistdict.open(tmp_path / "data.db", "r") as d:
         assert "x" not in d  # the unfinished block was not committed
     assert integrity(tmp_path / "data.db") == ["ok"]
+
+
+@pytest.mark.parametrize("backend", ["json", "csv", "pickle", "dbm"])
+def test_the_exit_wait_is_the_timeout_the_file_was_opened_with(
+    tmp_path: Path, backend: str
+) -> None:
+    name = f"data.{backend}"
+    # Every backend that takes timeout= waits that long for a thread still in the dict at
+    # exit, not the default 10 s: the snapshot files and dbm too, not only sqlite.
+    start = time.monotonic()
+    done = _run(
+        f"""
+        import sys, threading, time, persistdict
+        folder = sys.argv[1]
+        stuck = persistdict.open(f"{{folder}}/{name}", timeout=0.5, backend={backend!r})
+        inside = threading.Event()
+
+        def work():
+            with stuck.transaction():
+                stuck["x"] = "1"
+                inside.set()
+                time.sleep(600)
+
+        threading.Thread(target=work, daemon=True).start()
+        inside.wait()
+        """,
+        tmp_path,
+    )
+    seconds = time.monotonic() - start
+    assert done.returncode == 0
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("persistdict: could not save <PersistDict "), done.stderr
+    assert lines[0].endswith("at exit: another thread kept using it for 0.5s"), done.stderr
+    assert seconds < 8  # not the default 10 s

@@ -29,7 +29,7 @@ from persistdict.fileio import (
     remove_stale_temps,
     resolve_data_path,
 )
-from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
+from persistdict.locking import DEFAULT_TIMEOUT, FileLock, check_timeout, forked_writer_error
 
 __all__ = ["DbmBackend"]
 
@@ -187,6 +187,8 @@ class DbmBackend(BackendBase):
             raise no_such("dbm database", self.path)
         self._lock: FileLock | None = None
         self._generation = fork_generation()
+        # Also how long the dict waits at exit for a thread still using it.
+        self.timeout = check_timeout(timeout)
         if not self.read_only:
             self._lock = FileLock(self.path, timeout)
             self._lock.acquire()

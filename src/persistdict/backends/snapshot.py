@@ -42,7 +42,7 @@ from persistdict.fileio import (
     resolve_data_path,
     restore_previous,
 )
-from persistdict.locking import DEFAULT_TIMEOUT, FileLock, forked_writer_error
+from persistdict.locking import DEFAULT_TIMEOUT, FileLock, check_timeout, forked_writer_error
 
 __all__ = ["LiveData", "SnapshotBackend"]
 
@@ -106,6 +106,8 @@ class SnapshotBackend(BackendBase):
         self._disk_racy = False
         self._lock: FileLock | None = None
         self._fork_generation = fork_generation()
+        # Also how long the dict waits at exit for a thread still using it.
+        self.timeout = check_timeout(timeout)
         self._saved: list[_Saved] = []
         # A symlink another user planted in a shared folder is refused before anything is
         # read or written, readers included (it could point at a file of theirs or yours).
