@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from persistdict.errors import ReadOnlyError
+
 __all__ = [
     "PREVIOUS_SUFFIX",
     "TEMP_MARKER",
@@ -51,6 +53,7 @@ __all__ = [
     "open_side_file",
     "previous_path",
     "read_previous",
+    "refuse_read_only",
     "remove_stale_temps",
     "replace_durably",
     "resolve_data_path",
@@ -249,6 +252,23 @@ def _refuse_planted_link(link: str, st: os.stat_result, given: str) -> None:
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
     return resolve_data_path(path)
+
+
+def refuse_read_only(*paths: str) -> None:
+    """Raise ``ReadOnlyError`` if one of ``paths`` exists and this process may not write it.
+
+    A file's owner who made it read-only (``chmod 444``) meant it to stay as it is. A save
+    that renames a new file over it needs only the folder to be writable, so without this
+    check the file would be replaced anyway; refusing at open loses nothing (no write has
+    been accepted yet), unlike failing at the first save.
+    """
+    for path in paths:
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            raise ReadOnlyError(
+                f"{path!r} is read-only (mode {mode:o}); open it with flag='r' to read it, "
+                "or make it writable (chmod u+w) to change it"
+            )
 
 
 def check_side_file(path: Path) -> None:

@@ -306,14 +306,14 @@ with persistdict.open(sys.argv[1]) as d:
 def test_rewrite_by_another_user_keeps_the_group_or_drops_its_bits(
     open_folder: Path, member: bool
 ) -> None:
-    """A user who may replace a group-shared file (they can write to its folder) but can't
-    give the new version its owner keeps its group when they belong to it; otherwise their
-    own group gets only what others had, not the bits that were meant for the old group."""
+    """A user who may write a group-shared file but can't give the new version its owner
+    keeps its group when they belong to it; otherwise their own group gets only what others
+    had, not the bits that were meant for the old group."""
     open_folder.chmod(0o777)
     path = open_folder / "shared.json"
     path.write_text("{}")
     os.chown(path, 4321, 4322)
-    path.chmod(0o660 if member else 0o664)  # a non-member reads it as one of "others"
+    path.chmod(0o660 if member else 0o646)  # a non-member writes it as one of "others"
     src = str(Path(persistdict.__file__).resolve().parents[1])
     groups = ["--groups=4322"] if member else ["--clear-groups"]
     command = ["setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}", *groups]
@@ -328,7 +328,84 @@ def test_rewrite_by_another_user_keeps_the_group_or_drops_its_bits(
     if member:
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (OTHER_UID, 4322, 0o660)
     else:
-        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (OTHER_UID, OTHER_UID, 0o644)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (OTHER_UID, OTHER_UID, 0o666)
+
+
+_OPEN_AS_OTHER = r"""
+import sys
+sys.path.insert(0, sys.argv[2])
+import persistdict
+for flag in ("c", "w", "n"):
+    try:
+        d = persistdict.open(sys.argv[1], flag, backend=sys.argv[3])
+    except persistdict.ReadOnlyError as exc:
+        print(exc)
+    else:
+        d["token"] = "written"
+        d.close()
+        print("written")
+from persistdict.migrate import copy as convert
+try:
+    convert(sys.argv[4], sys.argv[1], dst_backend=sys.argv[3], existing="replace")
+except persistdict.ReadOnlyError as exc:
+    print(exc)
+else:
+    print("written")
+with persistdict.open(sys.argv[1], "r", backend=sys.argv[3]) as d:
+    print(d["token"])
+"""
+
+
+@needs_root
+@pytest.mark.parametrize("backend", ["json", "csv", "pickle", "dbm"])
+@pytest.mark.parametrize("owner", [True, False], ids=["owner", "other-user"])
+def test_a_file_the_user_may_not_write_is_refused_not_replaced(
+    open_folder: Path, backend: str, owner: bool
+) -> None:
+    """A read-only file (its owner's chmod 444, or another user's 0644) in a folder the user
+    may write to: a save would rename a new file over it, which the folder allows. Opening
+    it to write is refused as open(path, "w") and sqlite3 refuse; reading it still works."""
+    open_folder.chmod(0o777)
+    path = open_folder / f"kept.{backend}"
+    with persistdict.open(path, backend=backend) as d:
+        d["token"] = "original"
+    files = sorted(p for p in open_folder.iterdir() if p.name.startswith("kept."))
+    assert files
+    for file in files:
+        os.chown(file, OTHER_UID if owner else 4321, OTHER_UID if owner else 4321)
+        file.chmod(0o444 if owner else 0o644)
+    before = {file.name: file.read_bytes() for file in files}
+    source = open_folder / "source.json"
+    source.write_text('{"token": "converted"}')
+    src = str(Path(persistdict.__file__).resolve().parents[1])
+    command = ["setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}", "--clear-groups"]
+    done = subprocess.run(
+        [
+            *command,
+            sys.executable,
+            "-I",
+            "-c",
+            _OPEN_AS_OTHER,
+            str(path),
+            src,
+            backend,
+            str(source),
+        ],
+        timeout=60,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "original"
+    for line in lines[:-1]:
+        assert line.startswith(repr(str(path))[:-1]), line
+        assert "read-only" in line, line
+        assert "open it with flag='r' to read it" in line, line
+        assert "chmod u+w" in line, line
+    assert len(lines) == 5  # open with c, w, n; convert; the read
+    assert {file.name: file.read_bytes() for file in files} == before
 
 
 @needs_root

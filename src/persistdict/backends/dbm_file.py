@@ -26,6 +26,7 @@ from persistdict.errors import CorruptError, closed_error, no_such
 from persistdict.fileio import (
     atomic_write,
     fsync_file,
+    refuse_read_only,
     remove_stale_temps,
     resolve_data_path,
 )
@@ -185,6 +186,8 @@ class DbmBackend(BackendBase):
             kind = ""  # e.g. a dbm.dumb index damaged in its first byte: whichdb can't tell
         if kind is None and flag in ("r", "w"):
             raise no_such("dbm database", self.path)
+        if not self.read_only:
+            refuse_read_only(self.path, *(self.path + suffix for suffix in _SUFFIXES))
         self._lock: FileLock | None = None
         self._generation = fork_generation()
         # Also how long the dict waits at exit for a thread still using it.

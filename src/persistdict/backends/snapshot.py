@@ -32,12 +32,18 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from persistdict.backends.base import BackendBase, check_flag, fork_generation
-from persistdict.errors import ConflictError, CorruptError, no_such, not_a_str_key
+from persistdict.errors import (
+    ConflictError,
+    CorruptError,
+    no_such,
+    not_a_str_key,
+)
 from persistdict.fileio import (
     atomic_write,
     check_side_file,
     previous_path,
     read_previous,
+    refuse_read_only,
     remove_stale_temps,
     resolve_data_path,
     restore_previous,
@@ -115,6 +121,8 @@ class SnapshotBackend(BackendBase):
         exists = os.path.exists(self.path)
         if not exists and flag in ("r", "w"):
             raise no_such("file", self.path)
+        if not self.read_only:
+            refuse_read_only(self.path)
         if not self.read_only:
             self._lock = FileLock(self.path, timeout)
             self._lock.acquire()

@@ -43,6 +43,7 @@ from persistdict.fileio import (
     fsync_directory,
     fsync_file,
     give_owner_and_mode,
+    refuse_read_only,
     resolve_data_path,
 )
 from persistdict.locking import DEFAULT_TIMEOUT, FileLock, lock_path_for
@@ -156,6 +157,9 @@ def writing(
         with _in_transaction(target, chosen, table, existing, options, real) as pair:
             yield pair
         return
+    # Replaced by a rename, which the folder allows: a file the user may not write (its
+    # owner's chmod 444) is refused, as open() refuses to write it.
+    refuse_read_only(real, *(real + suffix for suffix in _COMPANIONS))
     # The writer lock these backends take: no other persistdict writer changes the
     # destination while its copy is built and swapped in.
     lock = FileLock(real, options.get("timeout", DEFAULT_TIMEOUT))
