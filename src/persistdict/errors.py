@@ -55,7 +55,8 @@ class ClosedError(Error, ValueError):
 
 
 class ReadOnlyError(Error):
-    """A write to a dict opened with ``flag="r"``."""
+    """A write to a dict opened with ``flag="r"``, or to storage this process may not write
+    (a file without write permission, a read-only database or replica)."""
 
 
 class LockedError(Error):
