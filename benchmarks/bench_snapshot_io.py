@@ -132,7 +132,7 @@ def run(
     mine = f"persistdict {fmt}"
     reader = "json.load" if fmt == "json" else "csv.reader"
     out = [
-        f"### {fmt}, {n:,} keys",
+        f"### {fmt}: flush and open, {n:,} keys",
         "",
         f"| workload | {mine} (ms) | raw (ms) | ÷ raw |",
         "|---|---|---|---|",

@@ -139,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--formats", nargs="+", default=["json", "csv"], choices=["json", "csv"])
     parser.add_argument("--repeat", type=int, default=31, help="samples per cell")
     parser.add_argument("--stat", choices=["min", "median"], default="min")
+    parser.add_argument("--dir", default=None, help="where to create the files (default: temp)")
     args = parser.parse_args(argv)
     command = "python benchmarks/bench_snapshot_reads.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
     out = ["## Snapshot reads against a plain dict", "", f"Command: `{command.strip()}`", ""]
     stat: Callable[[list[float]], float] = min if args.stat == "min" else statistics.median
-    with tempfile.TemporaryDirectory(prefix="pd-reads-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pd-reads-", dir=args.dir) as tmp:
         for fmt in args.formats:
             for n in args.keys:
                 out += run(fmt, n, args.repeat, Path(tmp), stat)
