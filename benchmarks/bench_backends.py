@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure import UNITS, fmt, interleaved, machine_facts, measure
+from measure import UNITS, fmt, interleaved, machine_facts, measure, one_line
 from subjects import Subject, all_subjects
 
 # (column, unit) in table order; measure.UNITS says what one operation is.
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         if reason is None:
             subjects.append(s)
         else:
-            skipped.append(f"- {s.label}: skipped ({reason})")
+            skipped.append(f"- {s.label}: skipped ({one_line(reason)})")
 
     command = "python benchmarks/bench_backends.py " + shlex.join(
         sys.argv[1:] if argv is None else argv

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure import UNITS, fmt, interleaved, machine_facts, make_items, measure
+from measure import UNITS, fmt, interleaved, machine_facts, make_items, measure, one_line
 from subjects import Subject, engine_groups
 
 # (column, unit): bench_backends' per-operation columns, then two of the issue's LMDB table.
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 if reason is None:
                     rows.append(s)
                 else:
-                    skipped.append(f"- {title}: {s.label} skipped ({reason})")
+                    skipped.append(f"- {title}: {s.label} skipped ({one_line(reason)})")
             if len(rows) < 2 or rows[0] is not group[0]:
                 continue
             for n in args.keys:

@@ -181,6 +181,12 @@ def interleaved(
     }
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks made spaces: a driver's message can span lines, and a
+    markdown list item or table cell can't."""
+    return " ".join(text.split())
+
+
 def fmt(value: float) -> str:
     """A figure with three significant digits or so, thousands separated."""
     if value >= 100:
