@@ -14,9 +14,12 @@ a cell is the minimum of the samples in milliseconds (``--stat median`` for the 
 the ratio divides persistdict's figure by the raw one from the same run.
 
 What persistdict's flush does beyond the raw save, by design: it compares the encoded bytes'
-digest with the last save's (unchanged data writes nothing), checks with ``stat()`` that no
-other program replaced the file since, keeps the previous version as a hard link
-(``.<name>.persistdict-prev``) and keeps the file's permission bits.
+digest with the last save's (unchanged data writes nothing); it checks that no other program
+changed the file since, by ``stat()`` and, as its own last save is always too recent for the
+file's timestamps to tell a second write in the same tick, by reading the file back and
+comparing digests; it keeps the previous version as a hard link (``.<name>.persistdict-prev``)
+and the file's permission bits. The json file has one top-level key per line, so its values
+are encoded one call each rather than in one ``json.dumps``.
 """
 
 from __future__ import annotations
