@@ -13,63 +13,36 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
-import random
 import shlex
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from measure import UNITS, fmt, interleaved, machine_facts, measure, one_line
 from subjects import Subject, all_subjects
 
-# (column, unit) in table order; "per" says what one operation is.
+# (column, unit) in table order; measure.UNITS says what one operation is.
 WORKLOADS = [
-    ("set, each durable", "µs/write"),
-    ("set, batched", "µs/write"),
-    ("get", "µs/get"),
-    ("in", "µs/lookup"),
-    ("iter keys", "µs/key"),
-    ("iter items", "µs/item"),
-    ("len", "µs/call"),
-    ("update()", "µs/key"),
-    ("open", "ms"),
-    ("reopen + read all", "µs/key"),
+    (name, UNITS[name])
+    for name in (
+        "set, each durable",
+        "set, batched",
+        "get",
+        "in",
+        "iter keys",
+        "iter items",
+        "len",
+        "update()",
+        "open",
+        "reopen + read all",
+    )
 ]
 LOOKUPS = 100_000  # random gets / lookups per repetition, at most
-LEN_CALLS = 1_000
 EACH_WRITES = 2_000  # per-write-durable writes per repetition, at most
-
-
-def make_items(n: int, seed: int = 1) -> list[tuple[str, Any]]:
-    """``n`` str keys with small JSON-able dict values, in a shuffled (realistic) order."""
-    items = [
-        (f"key_{i}", {"index": i, "name": f"user {i}", "tags": ["a", "b"], "score": i * 0.5})
-        for i in range(n)
-    ]
-    random.Random(seed).shuffle(items)
-    return items
-
-
-def each_sample(subject: Subject, n: int) -> int:
-    if subject.rewrites_whole_file:
-        return max(3, min(50, 500_000 // n))  # every write rewrites all n keys
-    return min(n, EACH_WRITES)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    gc.collect()
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
 
 
 def main_path(root: Path, n: int, subject: Subject) -> Path:
@@ -81,51 +54,8 @@ def main_path(root: Path, n: int, subject: Subject) -> Path:
 
 def run_once(subject: Subject, n: int, path: Path, keep: bool) -> dict[str, float]:
     """One repetition of every workload; returns µs per operation by workload."""
-    items = make_items(n)
-    rng = random.Random(n)
-    lookups = [k for k, _ in rng.sample(items, min(n, LOOKUPS))]
-    mixed = [k if i % 2 else k + "_missing" for i, k in enumerate(lookups)]
-    rewrite = [(k, {**v, "score": -1.0}) for k, v in rng.sample(items, each_sample(subject, n))]
-    other = path.with_name(f"update{subject.suffix}")
-    us: dict[str, float] = {}
-
-    def per_op(name: str, seconds: float, ops: int) -> None:
-        us[name] = seconds * 1e6 / ops
-
-    subject.remove(path)
-    m = subject.open(path, batched=True)
-    per_op("set, batched", timed(lambda: subject.fill(m, items))[0], n)
-    subject.close(m)
-
-    subject.remove(other)
-    m2 = subject.open(other, batched=False)
-    per_op("update()", timed(lambda: subject.update(m2, dict(items)))[0], n)
-    subject.close(m2)
-    subject.remove(other)
-
-    m = subject.open(path, batched=False)
-    per_op("get", timed(lambda: subject.get(m, lookups))[0], len(lookups))
-    per_op("in", timed(lambda: subject.contains(m, mixed))[0], len(mixed))
-    per_op("iter keys", timed(lambda: subject.iter_keys(m))[0], n)
-    per_op("iter items", timed(lambda: subject.iter_items(m))[0], n)
-    subject.length(m, 1)  # the first call after opening may count; later ones must not
-    per_op("len", timed(lambda: subject.length(m, LEN_CALLS))[0], LEN_CALLS)
-    per_op("set, each durable", timed(lambda: subject.set_each(m, rewrite))[0], len(rewrite))
-    subject.close(m)
-
-    if subject.persistent:
-        seconds, m = timed(lambda: subject.open(path, batched=False))
-        us["open"] = seconds * 1e3
-        subject.close(m)
-        seconds, m = timed(lambda: subject.reopen_read_all(path))
-        per_op("reopen + read all", seconds, n)
-        subject.close(m)
-        size = subject.size(path)
-        if size is not None:
-            us["size"] = size / n
-    if not keep:
-        subject.remove(path)
-    return us
+    names = [name for name, _ in WORKLOADS]
+    return measure(subject, n, path, names, lookups=LOOKUPS, each=EACH_WRITES, keep=keep)
 
 
 def rss_child(label: str, path: str) -> None:
@@ -176,48 +106,6 @@ def import_times(repeat: int) -> dict[str, float]:
         ]
         out[stmt] = statistics.median(samples) * 1e3
     return out
-
-
-def machine_facts(folder: Path) -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    fs = "?"
-    try:
-        best = ""
-        with open("/proc/mounts") as f:
-            for line in f:
-                _, mount, kind = line.split()[:3]
-                if str(folder).startswith(mount) and len(mount) >= len(best):
-                    best, fs = mount, kind
-    except OSError:
-        pass
-    versions = []
-    for module in ("persistdict", "orjson", "sqlitedict", "diskcache", "lmdbm", "lmdb"):
-        try:
-            versions.append(f"{module} {__import__(module).__version__}")
-        except (ImportError, AttributeError):
-            continue
-    return [
-        f"- CPU: {cpu}, {os.cpu_count()} cores, {mem:.0f} GB RAM",
-        f"- OS: {platform.platform()}; files on {fs} ({folder.parent})",
-        f"- Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"SQLite {sqlite3.sqlite_version}",
-        f"- {', '.join(versions)}",
-        f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-    ]
-
-
-def fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
 
 
 def render(
@@ -411,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         if reason is None:
             subjects.append(s)
         else:
-            skipped.append(f"- {s.label}: skipped ({reason})")
+            skipped.append(f"- {s.label}: skipped ({one_line(reason)})")
 
     command = "python benchmarks/bench_backends.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
@@ -422,21 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         out += ["Machine:", "", *machine_facts(root), ""]
         for n in args.keys:
-            runs: dict[str, list[dict[str, float]]] = {s.label: [] for s in subjects}
-            for rep in range(args.repeat):
-                shift = rep % len(subjects)
-                for s in subjects[shift:] + subjects[:shift]:  # interleave: rotate the order
-                    last = rep == args.repeat - 1
-                    runs[s.label].append(run_once(s, n, main_path(root, n, s), keep=last))
-                    print(
-                        f"  {n:,} keys, repetition {rep + 1}/{args.repeat}: {s.label} done",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-            medians = {
-                label: {k: statistics.median(r[k] for r in reps) for k in reps[0]}
-                for label, reps in runs.items()
-            }
+            medians = interleaved(
+                subjects,
+                args.repeat,
+                lambda s, last, n=n: run_once(s, n, main_path(root, n, s), keep=last),
+                f"{n:,} keys",
+            )
             results[n] = medians
             rss: dict[str, dict[str, int] | str] = {}
             if not args.no_memory:

@@ -17,9 +17,7 @@ every item, which must stay flat as the store grows. See README.md.
 from __future__ import annotations
 
 import argparse
-import random
 import shlex
-import statistics
 import sys
 import tempfile
 import tracemalloc
@@ -27,72 +25,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_backends import WORKLOADS as BACKEND_WORKLOADS
-from bench_backends import fmt, machine_facts, make_items, timed
+from measure import UNITS, fmt, interleaved, machine_facts, make_items, measure, one_line
 from subjects import Subject, engine_groups
 
 # (column, unit): bench_backends' per-operation columns, then two of the issue's LMDB table.
 WORKLOADS = [
-    *(w for w in BACKEND_WORKLOADS if w[0] not in ("open", "reopen + read all")),
-    ("del, batched", "µs/key"),
-    ("reopen + 1k gets", "ms"),
+    (name, UNITS[name])
+    for name in (
+        "set, each durable",
+        "set, batched",
+        "get",
+        "in",
+        "iter keys",
+        "iter items",
+        "len",
+        "update()",
+        "del, batched",
+        "reopen + 1k gets",
+    )
 ]
 LOOKUPS = 20_000  # gets / lookups per repetition, at most
 EACH = 2_000  # durable writes and batched deletes per repetition, at most
-LEN_CALLS = 1_000
 
 
 def run_once(subject: Subject, n: int, path: Path) -> dict[str, float]:
     """One repetition of every workload on an ``n``-key store; µs per operation by workload."""
-    items = make_items(n)
-    rng = random.Random(n)
-    lookups = [k for k, _ in rng.sample(items, min(n, LOOKUPS))]
-    mixed = [k if i % 2 else k + "_missing" for i, k in enumerate(lookups)]
-    # Where each commit is fsynced, a few hundred writes measure it well enough.
-    sample = rng.sample(items, min(n, EACH // 10 if subject.label.endswith("sync") else EACH))
-    rewrite = [(k, {**v, "score": -1.0}) for k, v in sample]
-    doomed = [k for k, _ in rng.sample(items, len(sample))]
-    other = path.with_name(f"update{subject.suffix}")
-    us: dict[str, float] = {}
-
-    def per_op(name: str, seconds: float, ops: int) -> None:
-        us[name] = seconds * 1e6 / ops
-
-    subject.remove(other)
-    m = subject.open(other, batched=True)
-    per_op("set, batched", timed(lambda: subject.fill(m, items))[0], n)
-    subject.close(m)
-    subject.remove(other)
-
-    # The store the other workloads use is made by update(), one transaction, on every row:
-    # on LMDB a store filled by many batches keeps a long free-page list that each later
-    # commit rewrites (a durable write then costs twice as much), so all rows must share
-    # one history.
-    subject.remove(path)
-    m = subject.open(path, batched=False)
-    per_op("update()", timed(lambda: subject.update(m, dict(items)))[0], n)
-    subject.close(m)
-
-    m = subject.open(path, batched=False)
-    per_op("get", timed(lambda: subject.get(m, lookups))[0], len(lookups))
-    per_op("in", timed(lambda: subject.contains(m, mixed))[0], len(mixed))
-    per_op("iter keys", timed(lambda: subject.iter_keys(m))[0], n)
-    per_op("iter items", timed(lambda: subject.iter_items(m))[0], n)
-    subject.length(m, 1)
-    per_op("len", timed(lambda: subject.length(m, LEN_CALLS))[0], LEN_CALLS)
-    per_op("set, each durable", timed(lambda: subject.set_each(m, rewrite))[0], len(rewrite))
-    subject.close(m)
-
-    gone = set(doomed)
-    gets = [k for k in lookups[:1000] if k not in gone]
-    seconds, m = timed(lambda: subject.reopen_gets(path, gets))
-    us["reopen + 1k gets"] = seconds * 1e3 * 1000 / max(len(gets), 1)
-    subject.close(m)
-    m = subject.open(path, batched=True)
-    per_op("del, batched", timed(lambda: subject.delete_batched(m, doomed))[0], len(doomed))
-    subject.close(m)
-    subject.remove(path)
-    return us
+    names = [name for name, _ in WORKLOADS]
+    return measure(subject, n, path, names, lookups=LOOKUPS, each=EACH)
 
 
 def iteration_memory(subject: Subject, n: int, path: Path) -> tuple[float, float]:
@@ -162,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 if reason is None:
                     rows.append(s)
                 else:
-                    skipped.append(f"- {title}: {s.label} skipped ({reason})")
+                    skipped.append(f"- {title}: {s.label} skipped ({one_line(reason)})")
             if len(rows) < 2 or rows[0] is not group[0]:
                 continue
             for n in args.keys:
@@ -194,18 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _measure(title: str, n: int, rows: list[Subject], repeat: int, root: Path) -> list[str]:
-    runs: dict[str, list[dict[str, float]]] = {s.label: [] for s in rows}
-    for rep in range(repeat):
-        shift = rep % len(rows)
-        for s in rows[shift:] + rows[:shift]:  # interleave: rotate the order
-            folder = root / str(n) / s.label.replace(" ", "_")
-            folder.mkdir(parents=True, exist_ok=True)
-            runs[s.label].append(run_once(s, n, folder / f"main{s.suffix}"))
-            print(f"  {title}, {n:,} keys, {rep + 1}/{repeat}: {s.label}", file=sys.stderr)
-    medians = {
-        label: {k: statistics.median(r[k] for r in reps) for k in reps[0]}
-        for label, reps in runs.items()
-    }
+    def one(s: Subject, last: bool) -> dict[str, float]:
+        folder = root / str(n) / s.label.replace(" ", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        return run_once(s, n, folder / f"main{s.suffix}")
+
+    medians = interleaved(rows, repeat, one, f"{title}, {n:,} keys")
     return render(title, n, rows, medians)
 
 

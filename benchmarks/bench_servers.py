@@ -7,10 +7,11 @@ For each backend, ``d.update(items)`` of N new keys into an emptied store is tim
 raw driver doing the same work the way a careful user would: JSON-encode every value, then one
 batch (redis-py pipeline of HSETs; psycopg COPY into a staging table plus one upsert, and
 ``executemany`` of the upsert; py-lmdb ``putmulti`` in one write transaction, fsynced).
-Prints seconds (median of the repetitions), keys per second and the ratio persistdict/raw.
+Prints seconds (median of the repetitions, interleaved with the raw client's), keys per
+second and the ratio persistdict/raw.
 Servers: ``PERSISTDICT_BENCH_REDIS`` (default ``redis://127.0.0.1:6379/15``) and
 ``PERSISTDICT_BENCH_POSTGRES`` (default ``postgresql://postgres@127.0.0.1/test``); tables and
-hashes are named ``bench_servers_*`` and removed afterwards.
+hashes are named ``bench_servers_*_<pid>`` and removed afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import sys
@@ -31,6 +33,10 @@ import persistdict
 
 REDIS = os.environ.get("PERSISTDICT_BENCH_REDIS", "redis://127.0.0.1:6379/15")
 POSTGRES = os.environ.get("PERSISTDICT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1/test")
+# Named after this process, so that two runs at once (the smoke test and a by-hand run) never
+# share a table or hash.
+OURS = f"bench_servers_pd_{os.getpid()}"
+RAW = f"bench_servers_raw_{os.getpid()}"
 
 
 def _items(n: int) -> dict[str, Any]:
@@ -62,24 +68,24 @@ def _raw_redis(items: dict[str, Any]) -> float:
     import redis
 
     client = redis.Redis.from_url(REDIS)
-    client.delete("bench_servers_raw")
+    client.delete(RAW)
     started = time.perf_counter()
     encoded = {k: json.dumps(v, separators=(",", ":")) for k, v in items.items()}
     pipe = client.pipeline(transaction=True)
     keys = list(encoded)
     for i in range(0, len(keys), 1000):
-        pipe.hset("bench_servers_raw", mapping={k: encoded[k] for k in keys[i : i + 1000]})
+        pipe.hset(RAW, mapping={k: encoded[k] for k in keys[i : i + 1000]})
     pipe.execute()
     elapsed = time.perf_counter() - started
-    assert client.hlen("bench_servers_raw") == len(items)
-    client.delete("bench_servers_raw")
+    assert client.hlen(RAW) == len(items)
+    client.delete(RAW)
     client.close()
     return elapsed
 
 
 def _pg_table(cx: Any) -> None:
-    cx.execute("DROP TABLE IF EXISTS bench_servers_raw")
-    cx.execute('CREATE TABLE bench_servers_raw (key text COLLATE "C" PRIMARY KEY, value jsonb)')
+    cx.execute(f"DROP TABLE IF EXISTS {RAW}")
+    cx.execute(f'CREATE TABLE {RAW} (key text COLLATE "C" PRIMARY KEY, value jsonb)')
 
 
 def _raw_postgres_copy(items: dict[str, Any]) -> float:
@@ -94,11 +100,11 @@ def _raw_postgres_copy(items: dict[str, Any]) -> float:
                 for k, v in items.items():
                     copy.write_row((k, json.dumps(v, separators=(",", ":"))))
             cx.execute(
-                "INSERT INTO bench_servers_raw SELECT * FROM stage "
+                f"INSERT INTO {RAW} SELECT * FROM stage "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
             )
         elapsed = time.perf_counter() - started
-        cx.execute("DROP TABLE bench_servers_raw")
+        cx.execute(f"DROP TABLE {RAW}")
     return elapsed
 
 
@@ -111,12 +117,12 @@ def _raw_postgres_executemany(items: dict[str, Any]) -> float:
         rows = [(k, json.dumps(v, separators=(",", ":"))) for k, v in items.items()]
         with cx.transaction():
             cx.cursor().executemany(
-                "INSERT INTO bench_servers_raw VALUES (%s, %s) "
+                f"INSERT INTO {RAW} VALUES (%s, %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 rows,
             )
         elapsed = time.perf_counter() - started
-        cx.execute("DROP TABLE bench_servers_raw")
+        cx.execute(f"DROP TABLE {RAW}")
     return elapsed
 
 
@@ -146,7 +152,7 @@ def _drop_persistdict_stores() -> None:
         import redis
 
         client = redis.Redis.from_url(REDIS)
-        client.delete("bench_servers_pd")
+        client.delete(OURS)
         client.close()
     except Exception:  # no server: nothing was created
         pass
@@ -154,7 +160,9 @@ def _drop_persistdict_stores() -> None:
         import psycopg
 
         with psycopg.connect(POSTGRES, autocommit=True) as cx:
-            cx.execute("DROP TABLE IF EXISTS bench_servers_pd")
+            # The backend's row-count side table and trigger function go with the table.
+            cx.execute(f"DROP TABLE IF EXISTS {OURS}, {OURS}__count")
+            cx.execute(f"DROP FUNCTION IF EXISTS {OURS}__count_fn")
     except Exception:
         pass
 
@@ -168,29 +176,41 @@ def main(argv: list[str] | None = None) -> int:
     folder = tempfile.mkdtemp(prefix="bench-servers-")
     lmdb_target = os.path.join(folder, "pd.lmdb")
     rows: list[tuple[str, Callable[[dict[str, Any]], float], list[tuple[str, Any]]]] = [
-        ("redis", _persistdict(REDIS, table="bench_servers_pd"), [("pipeline", _raw_redis)]),
+        ("redis", _persistdict(REDIS, table=OURS), [("pipeline", _raw_redis)]),
         (
             "postgres",
-            _persistdict(POSTGRES, table="bench_servers_pd"),
+            _persistdict(POSTGRES, table=OURS),
             [("COPY", _raw_postgres_copy), ("executemany", _raw_postgres_executemany)],
         ),
         ("lmdb", _persistdict(lmdb_target), [("putmulti", _raw_lmdb(folder))]),
     ]
-    print(f"bulk update() of {args.keys:,} keys, median of {args.repeat}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, ")
-    print(f"python {platform.python_version()}, command: {' '.join(sys.argv)}\n")
+    command = "python benchmarks/bench_servers.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
+    print("## Bulk update() against the raw clients\n")
+    print(f"Command: `{command.strip()}`\n")
+    print(
+        f"`d.update()` of {args.keys:,} new keys, seconds (median of {args.repeat} repetitions, "
+        f"persistdict's and the raw client's interleaved); Python {platform.python_version()}, "
+        f"{os.cpu_count()} cores.\n"
+    )
     print("| backend | persistdict s | keys/s | raw client | raw s | ratio pd/raw |")
     print("| --- | --- | --- | --- | --- | --- |")
     try:
         for name, ours, raws in rows:
+            times: dict[str, list[float]] = {label: [] for label in ("", *(r[0] for r in raws))}
+            sides = [("", ours), *raws]
             try:
-                pd_times = [ours(items) for _ in range(args.repeat)]
-            except Exception as exc:
-                print(f"| {name} | skipped: {exc} | | | | |")
+                for rep in range(args.repeat):
+                    for label, measure in sides if rep % 2 == 0 else sides[::-1]:
+                        times[label].append(measure(items))
+            except Exception as exc:  # no server, no driver: say so in the row
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                print(f"| {name} | skipped: {reason.replace('|', '/')} | | | | |")
                 continue
-            pd = statistics.median(pd_times)
-            for label, raw in raws:
-                raw_s = statistics.median(raw(items) for _ in range(args.repeat))
+            pd = statistics.median(times[""])
+            for label, _ in raws:
+                raw_s = statistics.median(times[label])
                 print(
                     f"| {name} | {pd:.3f} | {args.keys / pd:,.0f} | {label} | {raw_s:.3f} "
                     f"| {pd / raw_s:.2f} |"

@@ -35,13 +35,13 @@ LOOKUPS = 20_000
 LEN_CALLS = 1_000
 
 
-def _value(fmt: str, i: int) -> Any:
+def sample_value(fmt: str, i: int) -> Any:
     if fmt == "csv":
         return f"user {i}"
     return {"index": i, "name": f"user {i}", "tags": ["a", "b"], "score": i * 0.5}
 
 
-def _load_plain(fmt: str, path: Path) -> dict[str, Any]:
+def load_plain(fmt: str, path: Path) -> dict[str, Any]:
     if fmt == "json":
         with open(path, "rb") as f:
             data: dict[str, Any] = json.load(f)
@@ -96,8 +96,8 @@ def run(
 ) -> list[str]:
     path = folder / f"reads-{n}.{fmt}"
     with persistdict.open(path, "n") as d:
-        d.update({f"key_{i}": _value(fmt, i) for i in random.Random(n).sample(range(n), n)})
-    rows: list[tuple[str, Any]] = [("dict", _load_plain(fmt, path))]
+        d.update({f"key_{i}": sample_value(fmt, i) for i in random.Random(n).sample(range(n), n)})
+    rows: list[tuple[str, Any]] = [("dict", load_plain(fmt, path))]
     for lock in (True, False):
         rows.append((f"persistdict {fmt}, lock={lock}", persistdict.open(path, "r", lock=lock)))
     workloads = _workloads(n, random.Random(n + 1))
@@ -139,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--formats", nargs="+", default=["json", "csv"], choices=["json", "csv"])
     parser.add_argument("--repeat", type=int, default=31, help="samples per cell")
     parser.add_argument("--stat", choices=["min", "median"], default="min")
+    parser.add_argument("--dir", default=None, help="where to create the files (default: temp)")
     args = parser.parse_args(argv)
     command = "python benchmarks/bench_snapshot_reads.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
     out = ["## Snapshot reads against a plain dict", "", f"Command: `{command.strip()}`", ""]
     stat: Callable[[list[float]], float] = min if args.stat == "min" else statistics.median
-    with tempfile.TemporaryDirectory(prefix="pd-reads-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pd-reads-", dir=args.dir) as tmp:
         for fmt in args.formats:
             for n in args.keys:
                 out += run(fmt, n, args.repeat, Path(tmp), stat)

@@ -386,7 +386,9 @@ class Persist(Subject):
 
             table = self._target(path)[1]["table"]
             with psycopg.connect(self.url, autocommit=True) as cx:
-                cx.execute(f'DROP TABLE IF EXISTS "{table}"')
+                # The backend's row-count side table and trigger function go with the table.
+                cx.execute(f'DROP TABLE IF EXISTS "{table}", "{table}__count"')
+                cx.execute(f'DROP FUNCTION IF EXISTS "{table}__count_fn"')
         else:  # an emptied Redis hash is gone
             with self.open(path, batched=False, flag="n"):
                 pass

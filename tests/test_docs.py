@@ -326,10 +326,10 @@ def test_benchmark_chart_links_its_full_size_and_labels_every_row_with_its_durab
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import bench_backends
-        import make_docs_page
+        import run_all
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    results, labels, promises = make_docs_page.read_page(text)
+    results, labels, promises = run_all.read_page(text)
     assert set(results[10_000]) == set(labels)
     assert len(labels) >= 10
     tags = {label: bench_backends.durability_tag(promises[label]) for label in labels}
