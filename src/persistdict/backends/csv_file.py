@@ -42,6 +42,27 @@ class CsvFileBackend(SnapshotBackend):
         if nul >= 0:
             line = text.count("\n", 0, nul) + 1
             raise ValueError(f"a NUL byte on line {line} (a zero-filled or binary file)")
+        # The common case, a well-formed file, in C: read every row, build the dict in one
+        # call, and count. Anything else (a blank line, a row of the wrong width, a key twice,
+        # a csv error) is parsed again row by row below, to say on which line it is.
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+        except csv.Error:
+            rows = []
+        else:
+            if rows and rows[0] == HEADER:
+                del rows[0]
+            try:
+                whole = dict(rows)
+            except ValueError:  # a row that is not two fields
+                pass
+            else:
+                if len(whole) == len(rows):
+                    return whole
+        return self._decode_rows(text)
+
+    @staticmethod
+    def _decode_rows(text: str) -> dict[str, Any]:
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         data: dict[str, str] = {}
         first_line: dict[str, int] = {}

@@ -274,9 +274,10 @@ class SnapshotBackend(BackendBase):
         )
         return data, raw
 
-    def _write(self, raw: bytes, keep_previous: bool = True) -> None:
+    def _write(self, raw: bytes, keep_previous: bool = True, digest: bytes | None = None) -> None:
+        """Save ``raw`` (whose digest flush() has computed already, if given)."""
         atomic_write(self.path, raw, self._mode, keep_previous=keep_previous)
-        self._digest = hashlib.blake2b(raw).digest()
+        self._digest = hashlib.blake2b(raw).digest() if digest is None else digest
         self._digest_is_ours = True
         self._dirty = False
         try:
@@ -340,7 +341,7 @@ class SnapshotBackend(BackendBase):
             return
         if not force:
             self._check_disk(digest)
-        self._write(raw)
+        self._write(raw, digest=digest)
 
     def _disk_holds_data(self) -> bool:
         try:
