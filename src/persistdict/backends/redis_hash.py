@@ -515,6 +515,10 @@ class RedisBackend(BackendBase):
             if not self._apply(_Layer({k: None}), answer_once=True):
                 raise KeyError(key)
             return
+        # del must raise KeyError at once for a missing key, and only the server knows
+        # (unless a pending write says): one HEXISTS per delete, the HDEL waiting with the
+        # batch. No fewer round trips can answer; sending the HDEL now instead would cost the
+        # same and break the batch's all-or-nothing.
         if not self.contains(key):
             raise KeyError(key)
         layer.writes[k] = None
