@@ -258,3 +258,30 @@ def test_a_name_longer_than_postgres_identifiers_is_refused_before_any_io(option
     with pytest.raises(ValueError, match="63 bytes") as caught:
         persistdict.open(url, **{option: long_name})
     assert repr(long_name) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("bad_key", "bad_value", "error", "words"),
+    [
+        ("k\ud800", '"v"', ValueError, "as UTF-8"),
+        ("nul", '"a\x00b"', ValueError, "contains NUL"),
+        ("surrogate", '"v\udfff"', ValueError, "as UTF-8"),
+        ("number", 5, TypeError, "encoded as int"),
+    ],
+)
+def test_set_many_checks_the_batch_whole_and_names_the_key_it_refuses(
+    tmp_path: Path, bad_key: str, bad_value: Any, error: type[Exception], words: str
+) -> None:
+    # A batch is checked in one pass, and key by key only when that pass finds a fault, to
+    # name the key; either way nothing of it is written. (The JSON serializer never hands
+    # the table NUL or a non-str; another caller of the backend may.)
+    with _open(tmp_path) as d:
+        d["kept"] = "old"
+        for size in (10, 3000):  # one statement; COPY
+            batch = {f"k{i}": '"new"' for i in range(size)} | {"kept": '"new"', bad_key: bad_value}
+            with pytest.raises(error, match=words) as caught:
+                d.backend.set_many(batch.items())
+            assert repr(bad_key) in str(caught.value)
+            assert dict(d) == {"kept": "old"}
+        d.update({"a\x00b": "nul key", "\uffff": "escape", "plain": "text"})  # escaped keys
+        assert dict(d) == {"kept": "old", "a\x00b": "nul key", "\uffff": "escape", "plain": "text"}
