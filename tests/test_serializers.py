@@ -290,3 +290,23 @@ def test_json_file_refuses_a_circular_value_as_json_does(tmp_path: Path) -> None
             d.backend.encode({"k": loop})
         d["k"] = [1]
     assert (tmp_path / "d.json").read_bytes() == b'{\n  "k": [1]\n}\n'
+
+
+@pytest.mark.parametrize("base", ["json", "orjson"])
+def test_a_subclass_that_overrides_dumps_or_loads_is_used(tmp_path: Path, base: str) -> None:
+    parent: type[JsonSerializer] = JsonSerializer if base == "json" else OrjsonSerializer
+
+    class Tagged(parent):  # type: ignore[valid-type,misc]
+        def dumps(self, obj: Any, /) -> str:
+            return super().dumps({"tagged": obj})
+
+        def loads(self, data: str | bytes, /) -> Any:
+            return super().loads(data)["tagged"]
+
+    path = tmp_path / "data.db"
+    with persistdict.open(path, serializer=Tagged()) as d:
+        d["a"] = [1, "two"]
+    with sqlite3.connect(path) as cx:
+        assert cx.execute("SELECT value FROM items").fetchall() == [('{"tagged":[1,"two"]}',)]
+    with persistdict.open(path, serializer=Tagged()) as d:
+        assert d["a"] == [1, "two"]

@@ -60,9 +60,6 @@ class JsonSerializer:
         **kwargs: passed to ``json.dumps`` (``sort_keys``, ``default``, ``separators``...).
     """
 
-    dumps: Callable[[Any], str]
-    """Encode ``obj`` as JSON text; ``TypeError``/``ValueError`` if it can't be."""
-
     def __init__(
         self, *, ensure_ascii: bool = False, allow_nan: bool = False, **kwargs: Any
     ) -> None:
@@ -72,8 +69,14 @@ class JsonSerializer:
         self._kwargs = {"ensure_ascii": ensure_ascii, **kwargs}
         if allow_nan:  # shown only when on: repr() and == of the default stay as they were
             self._kwargs["allow_nan"] = True
-        # The encoder's own method rather than a method wrapping it: one call fewer per write.
-        self.dumps = self._encoder.encode
+        if type(self).dumps is JsonSerializer.dumps:
+            # The encoder's own method in place of the one below: one call fewer per write.
+            # Not when a subclass overrides dumps(): that must be the one called.
+            self.dumps = self._encoder.encode  # type: ignore[method-assign]
+
+    def dumps(self, obj: Any, /) -> str:
+        """Encode ``obj`` as JSON text; ``TypeError``/``ValueError`` if it can't be."""
+        return self._encoder.encode(obj)
 
     def loads(self, data: str | bytes, /) -> Any:
         if isinstance(data, (bytes, bytearray, memoryview)):
