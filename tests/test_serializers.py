@@ -298,7 +298,8 @@ def test_a_subclass_that_overrides_dumps_or_loads_is_used(tmp_path: Path, base: 
 
     class Tagged(parent):  # type: ignore[valid-type,misc]
         def dumps(self, obj: Any, /) -> str:
-            return super().dumps({"tagged": obj})
+            text: str = super().dumps({"tagged": obj})
+            return text
 
         def loads(self, data: str | bytes, /) -> Any:
             return super().loads(data)["tagged"]
