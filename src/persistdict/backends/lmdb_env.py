@@ -246,6 +246,7 @@ def _damaged(folder: str, why: str) -> CorruptError:
 
 _UNREAD: Any = object()
 _first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
 
 
 def _key(key: str) -> bytes:
@@ -868,9 +869,10 @@ class LmdbBackend(BackendBase):
         except UnicodeDecodeError:  # the empty key's byte, or damage: _unkey tells them apart
             return [_unkey(k, self.path) for k in raw]
 
-    def _items(self, rows: list[tuple[bytes, bytes]]) -> list[tuple[str, bytes]]:
-        keys = self._keys([k for k, _ in rows])
-        return list(zip(keys, [v for _, v in rows], strict=True))
+    def _items(self, rows: list[tuple[bytes, bytes]]) -> Iterator[tuple[str, bytes]]:
+        # Split and paired again by itemgetter and zip, in C: two list comprehensions here
+        # cost as much as the rest of iterating.
+        return zip(self._keys(list(map(_first, rows))), map(_second, rows), strict=True)
 
     def _raw_pages(self, values: bool) -> Iterator[list[Any]]:
         """Every page of ``_page``, each read when the caller gets to it."""
