@@ -345,7 +345,7 @@ class PersistDict(MutableMapping[str, Any]):
             return
         loads, cache = self._loads, self._cache
         source = it if self._free_reads else self._locked_chunks(it)
-        if cache is None:  # the loop below without its cache tests: a tenth of an LMDB item
+        if cache is None:  # the loop below without its three cache tests per item
             for key, raw in source:
                 try:
                     value = loads(raw)
