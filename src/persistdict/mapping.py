@@ -146,7 +146,9 @@ class PersistDict(MutableMapping[str, Any]):
         )
         # Reads that need no lock of this dict: the backend serializes them itself (and waits
         # for another thread's transaction), and there is no writeback cache to guard.
-        self._free_reads = core.thread_safe_reads and self._cache is None
+        self._free_reads = (
+            core.thread_safe_reads and self._cache is None and not self._stores_objects
+        )
         self._tx_depth = 0  # nesting of transaction() blocks
         # With writeback, one entry per open transaction: the cache entries its writes replaced
         # (or _MISSING), put back if it rolls back, so objects read before it stay attached.
@@ -233,20 +235,23 @@ class PersistDict(MutableMapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if not isinstance(key, str):
             _bad_key(key)
-        cache = self._cache
-        if self._free_reads:
+        if self._free_reads:  # no lock, no cache, values to decode: see __init__
             backend = self._backend
             if backend is None:
                 self._raise_closed()
             raw = backend.get(key)
-        else:
-            with self._lock:
-                backend = self._backend
-                if backend is None:
-                    self._raise_closed()
-                if cache is not None and key in cache:
-                    return cache[key][0]
-                raw = backend.get(key)
+            try:
+                return self._loads(raw)
+            except Exception as exc:
+                raise self._undecodable(key, exc) from exc
+        cache = self._cache
+        with self._lock:
+            backend = self._backend
+            if backend is None:
+                self._raise_closed()
+            if cache is not None and key in cache:
+                return cache[key][0]
+            raw = backend.get(key)
         if self._stores_objects:
             return raw
         try:
@@ -339,9 +344,18 @@ class PersistDict(MutableMapping[str, Any]):
             yield from self._locked_chunks(it)
             return
         loads, cache = self._loads, self._cache
-        for key, raw in it if self._free_reads else self._locked_chunks(it):
+        source = it if self._free_reads else self._locked_chunks(it)
+        if cache is None:  # the loop below without its three cache tests per item
+            for key, raw in source:
+                try:
+                    value = loads(raw)
+                except Exception as exc:
+                    raise self._undecodable(key, exc) from exc
+                yield key, value
+            return
+        for key, raw in source:
             # One lookup, not `in` then `[]`: another thread may drop the key in between.
-            hit = cache.get(key) if cache is not None else None
+            hit = cache.get(key)
             if hit is not None:
                 yield key, hit[0]
                 continue
@@ -349,11 +363,10 @@ class PersistDict(MutableMapping[str, Any]):
                 value = loads(raw)
             except Exception as exc:
                 raise self._undecodable(key, exc) from exc
-            if cache is not None:
-                # Like d[k], so a value reached through items()/values() is written back too.
-                if self._unheld:
-                    self._hold()
-                value = cache.setdefault(key, (value, raw))[0]
+            # Like d[k], so a value reached through items()/values() is written back too.
+            if self._unheld:
+                self._hold()
+            value = cache.setdefault(key, (value, raw))[0]
             yield key, value
 
     def keys(self) -> KeysView[str]:

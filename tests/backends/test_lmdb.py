@@ -23,6 +23,7 @@ from tests.backends.test_sqlite import (  # noqa: F401 (fixtures)
     root_owned_folder,
     small_disk,
 )
+from tests.concurrency.harness import run_in_fork
 from tests.helpers import (
     STRESS,
     acknowledged_before_kill,
@@ -136,6 +137,52 @@ def test_a_killed_process_loses_no_committed_write(tmp_path: Path) -> None:
 
 def test_fork_child_reopens_the_environment(tmp_path: Path) -> None:
     check_fork_child_uses_the_dict(lambda **o: persistdict.open(tmp_path / "f.lmdb", **o))
+
+
+# A reader in another process: holds a read transaction until told to check that LMDB still
+# counts its reader slot (a cleared slot would let writers reuse the pages it is reading).
+_READER = """
+import os, sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=128)
+txn = env.begin(env.open_db(b"items"))
+assert txn.get(b"k") is not None
+print("reading", flush=True)
+sys.stdin.readline()
+sys.exit(0 if f" {os.getpid()} " in env.readers() else 3)
+"""
+
+
+def test_a_forked_child_leaves_the_parents_reader_slot_alone(tmp_path: Path) -> None:
+    # The parent keeps its last read transaction for the next read, and with it a slot in
+    # lock.mdb. The child's copy of that transaction must not free the slot when the child
+    # closes its inherited handle: the parent would then fail to read, or clear the slot of
+    # whichever process took it next.
+    target = str(tmp_path / "forked.lmdb")
+    with persistdict.open(target, sync=False) as d:
+        d["k"] = 1
+        assert d["k"] == 1  # leaves the read transaction for the next read
+        assert run_in_fork(d.close) == 0  # the child closes its inherited handle
+        reader = subprocess.Popen(
+            [sys.executable, "-c", _READER, target],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(),
+        )
+        try:
+            assert reader.stdout is not None
+            assert reader.stdin is not None
+            assert reader.stdout.readline() == "reading\n"
+            for _ in range(3):
+                assert d["k"] == 1
+                assert "k" in d
+                assert len(d) == 1
+            reader.stdin.write("check\n")
+            reader.stdin.flush()
+            assert reader.wait(timeout=30) == 0
+        finally:
+            reader.kill()
+            reader.wait()
 
 
 def test_a_process_killed_in_a_transaction_blocks_no_one(tmp_path: Path) -> None:
