@@ -20,7 +20,14 @@ from pathlib import Path
 from persistdict.errors import ClosedError, LockedError, no_such
 from persistdict.fileio import open_side_file, resolve_data_path
 
-__all__ = ["DEFAULT_TIMEOUT", "FileLock", "check_timeout", "forked_writer_error", "lock_path_for"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "FileLock",
+    "WriterGate",
+    "check_timeout",
+    "forked_writer_error",
+    "lock_path_for",
+]
 
 #: Seconds a writer waits for another process's lock before ``LockedError``: long enough to
 #: ride out another process's flush or transaction, short enough that a stuck holder is
@@ -82,6 +89,108 @@ def _try_lock(fd: int) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+def _unlock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        with contextlib.suppress(OSError):
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        return
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+class WriterGate:
+    """The same side-file lock, taken around each write transaction rather than for as long
+    as the store is open: for an engine whose own writer lock waits without a limit (LMDB's
+    is a mutex in lock.mdb, with no timed wait), so that a writer gives up after ``timeout``
+    seconds with ``LockedError`` instead of hanging behind another process's long
+    ``transaction()``.
+
+    One gate per store per process; callers serialize their own threads (they hold the
+    store's lock while they write), and ``enter``/``leave`` nest. Taking and dropping an
+    uncontended lock is two system calls per write transaction. A forked child never drops
+    the lock through the descriptor it inherited (that would drop its parent's): it opens its
+    own on first use.
+    """
+
+    def __init__(self, data_path: str, lock_path: str | os.PathLike[str]) -> None:
+        self.data_path = data_path
+        self.path = Path(lock_path)
+        self._fd: int | None = None
+        self._depth = 0
+        self._pid = os.getpid()
+
+    def enter(self, timeout: float, what: str) -> None:
+        """Take the lock (or nest), waiting up to ``timeout`` seconds; ``LockedError`` names
+        ``what`` after that."""
+        if self._pid != os.getpid():
+            self._forget()
+        if self._depth:
+            self._depth += 1
+            return
+        fd = self._fd
+        if fd is None:
+            fd = self._fd = self._open()
+        if not _try_lock(fd):
+            deadline = time.monotonic() + timeout
+            delay = 0.001
+            while not _try_lock(fd):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LockedError(
+                        f"{what} is being written by another process (inside a transaction "
+                        f"or a long write); waited {timeout:g}s. Retry, or pass a longer "
+                        "timeout=",
+                        cli_message=f"{what} is being written by another process; waited "
+                        f"{timeout:g}s. Retry, or pass a longer --timeout",
+                    )
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 0.05)
+        self._depth = 1
+
+    def _open(self) -> int:
+        try:
+            return open_side_file(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError as exc:
+            if exc.errno == errno.EPERM:  # open_side_file's refusal of a link
+                raise
+            # Made by another writer under a umask that left it 0o644: a read-only
+            # descriptor can be locked all the same.
+            try:
+                return open_side_file(self.path, os.O_RDONLY)
+            except OSError:
+                raise exc from None
+
+    def leave(self) -> None:
+        """Undo one ``enter``; the lock is dropped when the outermost one is undone."""
+        if self._pid != os.getpid() or not self._depth:
+            return  # a forked child's inherited state: the parent's lock, not ours to drop
+        self._depth -= 1
+        if not self._depth and self._fd is not None:
+            _unlock(self._fd)
+
+    def close(self) -> None:
+        """Close the descriptor (dropping the lock if this process holds it)."""
+        if self._pid != os.getpid():
+            self._forget()
+            return
+        fd, self._fd = self._fd, None
+        self._depth = 0
+        if fd is not None:
+            os.close(fd)
+
+    def _forget(self) -> None:
+        # Closing an inherited descriptor leaves a lock held through the parent's in force.
+        fd, self._fd = self._fd, None
+        self._depth = 0
+        self._pid = os.getpid()
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class FileLock:

@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -642,3 +643,101 @@ def test_an_unknown_write_operation_is_refused_not_taken_for_clear(tmp_path: Pat
             with pytest.raises(ValueError, match="unknown LMDB write operation"), d.transaction():
                 backend._put_ops(ops)
         assert dict(d) == {"a": 1, "b": 2}
+
+
+_READ_K = """
+import sys, persistdict
+with persistdict.open(sys.argv[1], "r") as d:
+    assert d["k"] == "before"
+"""
+
+# Another process inside transaction() for as long as the test needs: LMDB's own writer lock
+# would make every other writer wait for it without a limit.
+_HOLDER = """
+import sys, persistdict
+d = persistdict.open(sys.argv[1])
+with d.transaction():
+    d["held"] = "by the other process"
+    print("inside", flush=True)
+    sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("how", ["argument", "url", "zero"])
+def test_a_writer_waits_for_another_processs_transaction_only_up_to_timeout(
+    tmp_path: Path, how: str
+) -> None:
+    target = str(tmp_path / "busy.lmdb")
+    with persistdict.open(target) as d:
+        d["k"] = "before"
+    wait = 0.0 if how == "zero" else 0.4
+    # Opened before the other process's block begins: opening to write waits for it too.
+    opened = persistdict.open(
+        f"lmdb:///{target}?timeout={wait}" if how == "url" else target,
+        **({} if how == "url" else {"timeout": wait}),
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, target],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        assert holder.stdout.readline() == "inside\n"
+        # A reader in another process never waits.
+        reading = [sys.executable, "-c", _READ_K, target]
+        assert subprocess.run(reading, env=subprocess_env(), check=False).returncode == 0
+        with opened as d:
+            assert d["k"] == "before"  # reads go on meanwhile
+            for write in (lambda: d.__setitem__("k", "after"), lambda: d.update(x=1)):
+                start = time.monotonic()
+                with pytest.raises(LockedError) as caught:
+                    write()
+                waited = time.monotonic() - start
+                assert wait <= waited < wait + 5
+                message = str(caught.value)
+                assert message.startswith(f"lmdb {target!r} table 'items' is being written")
+                assert f"waited {wait:g}s" in message
+                assert "timeout=" in message
+            start = time.monotonic()
+            with pytest.raises(LockedError, match="being written by another process"):
+                persistdict.open(target, table="other", timeout=wait)
+            assert time.monotonic() - start < wait + 5
+            with pytest.raises(LockedError), d.transaction():
+                d["k"] = "in a block"
+            holder.stdin.write("done\n")
+            holder.stdin.flush()
+            assert holder.wait(timeout=30) == 0
+            d["k"] = "after"  # the lock is free again
+        with persistdict.open(target, "r") as d:
+            assert dict(d) == {"k": "after", "held": "by the other process"}
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_child_forked_inside_a_transaction_waits_for_its_parent(tmp_path: Path) -> None:
+    # The child inherits the descriptor of the parent's writer lock; it must not pass through
+    # it (nor drop it for the parent) but wait like any other process.
+    target = str(tmp_path / "forked.lmdb")
+    with persistdict.open(target, timeout=0.3) as d:
+        d["k"] = "before"
+
+        def child() -> None:
+            try:
+                with persistdict.open(target, timeout=0.3) as mine:
+                    mine["k"] = "child"
+            except LockedError:
+                os._exit(7)
+
+        with d.transaction():
+            d["k"] = "parent"
+            assert run_in_fork(child) == 7
+            d["other"] = "still ours"
+        assert dict(d) == {"k": "parent", "other": "still ours"}
+        assert run_in_fork(child) == 0  # once the block is over
+    with persistdict.open(target, "r") as d:
+        assert d["k"] == "child"

@@ -59,6 +59,7 @@ from persistdict.backends.base import (
 )
 from persistdict.errors import CorruptError, LockedError, ReadOnlyError, closed_error, no_such
 from persistdict.fileio import resolve_data_path
+from persistdict.locking import DEFAULT_TIMEOUT, WriterGate, check_timeout
 from persistdict.urls import parse_bool, split_scheme, url_options, url_path
 
 __all__ = ["LmdbBackend"]
@@ -66,7 +67,12 @@ __all__ = ["LmdbBackend"]
 DEFAULT_MAP_SIZE = 1 << 30  # address space, not disk: the file grows only as pages are written
 _PAGE = 1000
 _EMPTY_KEY = b"\xff"
-_OPTIONS: dict[str, Callable[[str], Any]] = {"map_size": int, "max_dbs": int, "sync": parse_bool}
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "map_size": int,
+    "max_dbs": int,
+    "sync": parse_bool,
+    "timeout": float,
+}
 _Op = tuple[Any, ...]  # ("put", k, v), ("del", k), ("many", rows) or ("drop",): see _apply
 
 
@@ -84,6 +90,9 @@ class _Env:
     lock: threading.RLock = field(default_factory=threading.RLock)
     users: int = 0
     writer: object | None = None  # the backend whose transaction() holds the write txn
+    # Taken around each write transaction, so that a writer waits for another process's
+    # transaction only up to its timeout (LMDB's own writer lock waits without a limit).
+    gate: WriterGate | None = None
 
 
 _envs: dict[str, _Env] = {}
@@ -152,6 +161,8 @@ def _close_inherited(path: str, shared: _Env) -> None:
     if _envs.get(path) is shared:
         del _envs[path]
     shared.env.close()
+    if shared.gate is not None:
+        shared.gate.close()  # in a child: closes its copy, the parent's lock stays
 
 
 # The two meta pages at the head of data.mdb (LMDB's MDB_meta after the page header), read
@@ -304,11 +315,12 @@ class LmdbBackend(BackendBase):
         map_size: int | None = None,
         max_dbs: int | None = None,
         sync: bool | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.table = check_table_name(table)
         check_flag(flag)
         text = os.fspath(path)
-        given = {"map_size": map_size, "max_dbs": max_dbs, "sync": sync}
+        given = {"map_size": map_size, "max_dbs": max_dbs, "sync": sync, "timeout": timeout}
         if split_scheme(text)[0] is not None:
             options = url_options(text, given, _OPTIONS)
             text = url_path(text)
@@ -326,6 +338,8 @@ class LmdbBackend(BackendBase):
         self._map_size = int(options.get("map_size", DEFAULT_MAP_SIZE))
         self._max_dbs = int(options.get("max_dbs", 128))
         self._sync = bool(options.get("sync", True))
+        # How long a write waits for another process's write transaction before LockedError.
+        self.timeout = check_timeout(options.get("timeout", DEFAULT_TIMEOUT))
         # Open write transactions of transaction(), outermost first, each with the writes
         # made in it, to replay after growing the map.
         self._levels: list[tuple[Any, list[_Op]]] = []
@@ -379,7 +393,10 @@ class LmdbBackend(BackendBase):
                 except lmdb.Error as exc:
                     raise self._translate(exc) from exc
                 env.reader_check()  # free reader slots of processes that died
-                shared = _Env(env, self.read_only, fork_generation())
+                # Inside the environment's folder, where a writer may create files anyway.
+                lock = os.path.join(self.path, ".persistdict-lock")
+                gate = None if self.read_only else WriterGate(self.path, lock)
+                shared = _Env(env, self.read_only, fork_generation(), gate=gate)
                 _envs[self.path] = shared
             shared.users += 1
         self._shared = shared
@@ -408,7 +425,10 @@ class LmdbBackend(BackendBase):
         lmdb = self._lmdb
         env = self._env_for_io()
         try:
-            with self._guard():
+            # py-lmdb opens a table of a writable environment (this process's handle may be
+            # writable for a reader too) in a write transaction, even one that exists: so
+            # opening waits, up to timeout, for another process's transaction.
+            with self._guard(), self._gated():
                 try:
                     return env.open_db(self.table.encode(), create=create)
                 except lmdb.MapResizedError:
@@ -445,6 +465,8 @@ class LmdbBackend(BackendBase):
                 del _envs[self.path]
                 if shared.generation == fork_generation():
                     shared.env.close()
+                if shared.gate is not None:
+                    shared.gate.close()
 
     def _env_for_io(self) -> Any:
         shared = self._shared
@@ -458,6 +480,21 @@ class LmdbBackend(BackendBase):
             shared = self._shared
             assert shared is not None
         return shared.env
+
+    @contextmanager
+    def _gated(self, writing: bool = True) -> Iterator[None]:
+        """Hold the environment's writer gate (see _Env.gate) for a write transaction; the
+        caller holds the environment lock."""
+        shared = self._shared
+        gate = None if shared is None or not writing else shared.gate
+        if gate is None:
+            yield
+            return
+        gate.enter(self.timeout, self.describe())
+        try:
+            yield
+        finally:
+            gate.leave()
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -547,7 +584,7 @@ class LmdbBackend(BackendBase):
                     self._grow(env, needed=False)
                 while True:
                     try:
-                        with env.begin(write=True, db=self._db) as txn:
+                        with self._gated(), env.begin(write=True, db=self._db) as txn:
                             return work(txn)
                     except lmdb.MapFullError:
                         self._grow(env, needed=True)
@@ -804,8 +841,15 @@ class LmdbBackend(BackendBase):
             if self._levels:  # this thread is inside transaction(): the env lock was its own
                 return self._in_txn(op)
             if shared.writer is None:
-                with shared.env.begin(self._db, None, True) as txn:  # db, parent, write
-                    return self._apply(txn, op)
+                gate = shared.gate
+                if gate is None:
+                    return _UNREAD
+                gate.enter(self.timeout, self.describe())
+                try:
+                    with shared.env.begin(self._db, None, True) as txn:  # db, parent, write
+                        return self._apply(txn, op)
+                finally:
+                    gate.leave()
         except self._lmdb.Error:
             pass
         finally:
@@ -927,8 +971,16 @@ class LmdbBackend(BackendBase):
                         f"{self.describe()}: another dict on this environment is inside "
                         "transaction() in this thread; LMDB allows one write transaction"
                     )
-                self._grow(env, needed=False)
-                txn = self._begin_root(env)
+                gate = shared.gate
+                if gate is not None:
+                    gate.enter(self.timeout, self.describe())
+                try:
+                    self._grow(env, needed=False)
+                    txn = self._begin_root(env)
+                except BaseException:
+                    if gate is not None:
+                        gate.leave()
+                    raise
                 shared.writer = self
             else:
                 txn = env.begin(write=True, db=self._db, parent=self._levels[-1][0])
@@ -941,6 +993,8 @@ class LmdbBackend(BackendBase):
                     txn.abort()
                 if not self._levels:
                     shared.writer = None
+                    if shared.gate is not None:
+                        shared.gate.leave()
                 raise
             txn, log = self._levels.pop()
             if self._levels:
@@ -951,6 +1005,8 @@ class LmdbBackend(BackendBase):
                 self._commit_root(txn, log)
             finally:
                 shared.writer = None
+                if shared.gate is not None:
+                    shared.gate.leave()
 
     def _commit_root(self, txn: Any, log: list[_Op]) -> None:
         while True:
