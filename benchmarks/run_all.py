@@ -19,6 +19,7 @@ each benchmark as skipped; the Redis and PostgreSQL rows use ``PERSISTDICT_BENCH
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import subprocess
@@ -229,13 +230,20 @@ def main(argv: list[str] | None = None) -> int:
     write = not (args.no_page or args.only)
     if write:
         image.parent.mkdir(parents=True, exist_ok=True)
+    draw = write and importlib.util.find_spec("matplotlib") is not None
+    if write and not draw:
+        print(
+            f"matplotlib is not installed: the tables are written, {image} is not redrawn "
+            "(pip install -e '.[bench]')",
+            file=sys.stderr,
+        )
     load_before = os.getloadavg()[0]
-    sections = [run(cmd) for _, cmd in command_lines(args, image if write else None)]
+    sections = [run(cmd) for _, cmd in command_lines(args, image if draw else None)]
     body = "\n\n".join(notes(load_before, os.getloadavg()[0]) + sections) + "\n"
     print(body)
     if write:
         page.write_text(intro(page, image) + "\n" + body, encoding="utf-8")
-        print(f"wrote {page} and {image}", file=sys.stderr)
+        print(f"wrote {page}" + (f" and {image}" if draw else ""), file=sys.stderr)
     return 0
 
 
